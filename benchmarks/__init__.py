@@ -1,0 +1,1 @@
+"""Latency, parity and fusion-quality benchmarks, written as reports."""

@@ -1,0 +1,1 @@
+"""Model, loss and training (needs the `[train]` extra: torch, torchvision)."""
