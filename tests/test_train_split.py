@@ -1,0 +1,44 @@
+"""Validation split by case: no case on both sides, deterministic, sensible errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from medfuse.runtime.errors import MedfuseError
+from medfuse.train.split import HARVARD_CASE_REGEX, case_of, split_by_case
+
+HARVARD_NAMES = [f"{case}{s:03d}.png" for case in (16, 20, 21, 28, 32, 33) for s in range(3, 9)] + [
+    f"20{s:02d}.png" for s in range(5, 9)  # the four-digit names of the real folder
+]
+
+
+def test_no_case_crosses_the_split():
+    train, val = split_by_case(HARVARD_NAMES, 0.2, HARVARD_CASE_REGEX, seed=0)
+    train_cases = {case_of(n, HARVARD_CASE_REGEX) for n in train}
+    val_cases = {case_of(n, HARVARD_CASE_REGEX) for n in val}
+    assert train_cases and val_cases
+    assert not train_cases & val_cases
+    assert sorted(train + val) == sorted(HARVARD_NAMES)
+    assert len(val) >= 0.2 * len(HARVARD_NAMES)
+
+
+def test_split_is_deterministic_and_order_free():
+    a = split_by_case(HARVARD_NAMES, 0.25, HARVARD_CASE_REGEX, seed=3)
+    b = split_by_case(list(reversed(HARVARD_NAMES)), 0.25, HARVARD_CASE_REGEX, seed=3)
+    assert a == b
+    seeds = {tuple(split_by_case(HARVARD_NAMES, 0.25, HARVARD_CASE_REGEX, seed=s)[1]) for s in range(6)}
+    assert len(seeds) > 1  # the seed actually chooses
+
+
+def test_without_regex_every_file_is_a_case():
+    names = [f"FLIR_{i:05d}.jpg" for i in range(10)]
+    train, val = split_by_case(names, 0.3, None, seed=0)
+    assert len(val) == 3 and len(train) == 7
+
+
+def test_zero_fraction_and_errors():
+    assert split_by_case(HARVARD_NAMES, 0.0, HARVARD_CASE_REGEX, 0)[1] == []
+    with pytest.raises(MedfuseError, match="at least 2 cases"):
+        split_by_case(["16001.png", "16002.png"], 0.2, HARVARD_CASE_REGEX, 0)
+    with pytest.raises(MedfuseError, match="case-regex"):
+        split_by_case(["brain.png", "16002.png"], 0.2, HARVARD_CASE_REGEX, 0)

@@ -1,0 +1,69 @@
+"""Train/validation split by case, never by slice.
+
+Neighbouring slices of one patient are nearly identical images: if some sit in training and
+others in validation, the validation loss measures memory, not generalisation. A case is read
+from the file name with a regular expression (Harvard: the first two digits); without one,
+every file is its own case (RoadScene frames).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from medfuse.runtime.errors import MedfuseError
+
+HARVARD_CASE_REGEX = r"^(\d{2})"
+
+
+def case_of(name: str, case_regex: str | None) -> str:
+    """The case key of one file stem: the regex's first group (or whole match), else the stem."""
+    if case_regex is None:
+        return name
+    match = re.search(case_regex, name)
+    if match is None:
+        raise MedfuseError(f"file name does not match --case-regex {case_regex!r}", name)
+    return match.group(1) if match.groups() else match.group(0)
+
+
+def group_by_case(names: Sequence[str], case_regex: str | None) -> dict[str, list[str]]:
+    cases: dict[str, list[str]] = {}
+    for name in names:
+        cases.setdefault(case_of(Path(name).stem, case_regex), []).append(name)
+    return cases
+
+
+def split_by_case(
+    names: Sequence[str], val_fraction: float, case_regex: str | None, seed: int
+) -> tuple[list[str], list[str]]:
+    """Hold out whole cases until at least `val_fraction` of the files are in validation.
+
+    Deterministic for a seed: cases are sorted before the seeded shuffle, so the order of `names`
+    does not matter. With val_fraction 0 the validation list is empty.
+    """
+    if not 0 <= val_fraction < 1:
+        raise MedfuseError(f"validation fraction must be in [0, 1), got {val_fraction}")
+    cases = group_by_case(names, case_regex)
+    if val_fraction == 0:
+        return sorted(names), []
+    if len(cases) < 2:
+        raise MedfuseError(
+            f"a validation split needs at least 2 cases, found {len(cases)} "
+            f"(check --case-regex {case_regex!r} or set --val-fraction 0)"
+        )
+    order = sorted(cases)
+    random.Random(seed).shuffle(order)
+    target = val_fraction * len(names)
+    val_cases: list[str] = []
+    held = 0
+    # Always leave at least one case for training.
+    for key in order[:-1]:
+        if held >= target:
+            break
+        val_cases.append(key)
+        held += len(cases[key])
+    val = sorted(n for key in val_cases for n in cases[key])
+    train = sorted(n for key in order if key not in val_cases for n in cases[key])
+    return train, val
