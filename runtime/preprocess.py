@@ -10,6 +10,29 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 
+import cv2
+import numpy as np
+
+from .errors import MedfuseError
+from .image import MedicalImage
+from .letterbox import Letterbox, letterbox
+
+__all__ = [
+    "CT_WINDOW_PRESETS",
+    "Letterbox",
+    "PreparedPair",
+    "PreprocessConfig",
+    "apply_clahe",
+    "ct_to_unit",
+    "letterbox",
+    "mri_to_unit",
+    "normalize_mri",
+    "prepare_pair",
+    "to_uint8_image",
+    "window_ct",
+    "window_preset",
+]
+
 # Named CT windows (centre, width) in Hounsfield units, as radiology viewers label them.
 CT_WINDOW_PRESETS: dict[str, tuple[float, float]] = {
     "default": (40.0, 400.0),  # spec default
@@ -67,3 +90,141 @@ class PreprocessConfig:
     @classmethod
     def from_json(cls, text: str) -> PreprocessConfig:
         return cls.from_dict(json.loads(text))
+
+
+def window_preset(name: str) -> tuple[float, float]:
+    """(centre, width) in HU of a named CT window; an unknown name lists the known ones."""
+    if name not in CT_WINDOW_PRESETS:
+        raise MedfuseError(f"unknown CT window {name!r}; choose one of {', '.join(CT_WINDOW_PRESETS)}")
+    return CT_WINDOW_PRESETS[name]
+
+
+def window_ct(hu: np.ndarray, center: float, width: float) -> np.ndarray:
+    """Hounsfield units -> [0, 1]: clip to centre +- width/2, scale linearly."""
+    if width <= 0:
+        raise ValueError(f"window width must be positive, got {width}")
+    low = center - width / 2.0
+    return np.clip((np.asarray(hu, dtype=np.float32) - low) / np.float32(width), 0.0, 1.0)
+
+
+def normalize_mri(x: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
+    """Robust [0, 1] scaling: clip to the low/high percentiles, so a few hot voxels set no scale."""
+    x = np.asarray(x, dtype=np.float32)
+    lo, hi = np.percentile(x, [low, high])
+    if hi <= lo:  # flat image (or nearly): nothing to stretch
+        return np.zeros_like(x) if x.max() <= lo else (x > lo).astype(np.float32)
+    return np.clip((x - lo) / np.float32(hi - lo), 0.0, 1.0)
+
+
+def apply_clahe(x01: np.ndarray, clip: float = 2.0, tiles: int = 8) -> np.ndarray:
+    """OpenCV CLAHE on a [0, 1] gray image, through 8 bits as the spec does; returns [0, 1] float32."""
+    img8 = np.round(np.clip(x01, 0.0, 1.0) * 255.0).astype(np.uint8)
+    enhanced = cv2.createCLAHE(clipLimit=float(clip), tileGridSize=(int(tiles), int(tiles))).apply(img8)
+    return enhanced.astype(np.float32) / np.float32(255.0)
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(np.ascontiguousarray(rgb, dtype=np.float32), cv2.COLOR_RGB2GRAY)
+
+
+def _stretch(x: np.ndarray) -> np.ndarray:
+    lo, hi = float(x.min()), float(x.max())
+    return np.zeros_like(x) if hi <= lo else (x - lo) / np.float32(hi - lo)
+
+
+def ct_to_unit(ct: MedicalImage, cfg: PreprocessConfig) -> np.ndarray:
+    """A CT image -> (H, W) float32 in [0, 1].
+
+    HU input is windowed. 8-bit files are already windowed for display (Harvard PNGs), so /255.
+    Other depths (16-bit PNG/TIFF, non-HU DICOM) carry no standard scale and are stretched
+    min..max. RGB CT is reduced to its luma.
+    """
+    pixels = _luma(ct.pixels) if ct.is_rgb else ct.pixels
+    if ct.is_hu:
+        return window_ct(pixels, cfg.ct_window_center, cfg.ct_window_width)
+    if ct.bit_depth == 8:
+        return np.clip(pixels / np.float32(255.0), 0.0, 1.0)
+    return _stretch(pixels)
+
+
+def mri_to_unit(mri: MedicalImage, cfg: PreprocessConfig) -> np.ndarray:
+    """An MRI image -> (H, W) float32 in [0, 1] by percentile clipping.
+
+    RGB whose channels are equal is gray saved as colour and is accepted; a truly coloured image
+    is refused, since its signal sits in the hue (a PET/SPECT map, a screenshot) and gray would lose it.
+    """
+    pixels = mri.pixels
+    if mri.is_rgb:
+        if np.ptp(pixels, axis=-1).max() > 1e-3 * max(1.0, float(np.abs(pixels).max())):
+            raise MedfuseError("the MRI is a colour image; MRI input must be grayscale (is it a PET/SPECT map?)", mri.path)
+        pixels = pixels[..., 0]
+    return normalize_mri(pixels, cfg.mri_percentile_low, cfg.mri_percentile_high)
+
+
+@dataclass
+class PreparedPair:
+    """Model input for one registered pair, and how to map the output back."""
+
+    ct: np.ndarray  # [3, S, S] float32 in [0, 1]
+    mri: np.ndarray  # [1, S, S] float32 in [0, 1]
+    geometry: Letterbox
+
+
+def _shape_text(img: MedicalImage) -> str:
+    return "x".join(str(n) for n in img.pixels.shape)
+
+
+def _pair_error(ct: MedicalImage, mri: MedicalImage, what: str) -> MedfuseError:
+    return MedfuseError(
+        f"CT {ct.path} ({_shape_text(ct)}) and MRI {mri.path} ({_shape_text(mri)}) {what}; "
+        "a registered pair must share one pixel grid (medfuse does not resample)"
+    )
+
+
+def check_pair_geometry(ct: MedicalImage, mri: MedicalImage) -> None:
+    """Refuse a pair whose size, spacing or (NIfTI/DICOM) placement differ; no silent resampling."""
+    for img in (ct, mri):
+        if img.is_volume:
+            raise MedfuseError("is a volume; fuse it slice by slice (MedicalImage.slice)", img.path)
+    if ct.height_width != mri.height_width:
+        raise _pair_error(ct, mri, "differ in size")
+    if ct.spacing and mri.spacing and not np.allclose(ct.spacing, mri.spacing, rtol=1e-3):
+        raise _pair_error(ct, mri, f"differ in pixel spacing ({ct.spacing} vs {mri.spacing} mm)")
+    if ct.affine is not None and mri.affine is not None:
+        same_slice = (ct.slice_axis, ct.slice_index) == (mri.slice_axis, mri.slice_index)
+        if not same_slice or not np.allclose(ct.affine, mri.affine, atol=1e-3):
+            raise _pair_error(ct, mri, "differ in NIfTI geometry (affine or slice)")
+    orientation = [_orientation(img) for img in (ct, mri)]
+    if None not in orientation and not np.allclose(orientation[0], orientation[1], atol=1e-3):
+        raise _pair_error(ct, mri, "differ in DICOM ImageOrientationPatient")
+
+
+def _orientation(img: MedicalImage) -> np.ndarray | None:
+    if not img.datasets or "ImageOrientationPatient" not in img.datasets[0]:
+        return None
+    return np.asarray(img.datasets[0].ImageOrientationPatient, dtype=np.float64)
+
+
+def prepare_pair(ct: MedicalImage, mri: MedicalImage, cfg: PreprocessConfig) -> PreparedPair:
+    """Check a registered 2D pair and turn it into model input (CT 3 channels, MRI 1)."""
+    check_pair_geometry(ct, mri)
+    ct01, mri01 = ct_to_unit(ct, cfg), mri_to_unit(mri, cfg)
+    if cfg.clahe:
+        ct01 = apply_clahe(ct01, cfg.clahe_clip_limit, cfg.clahe_tile_grid)
+        mri01 = apply_clahe(mri01, cfg.clahe_clip_limit, cfg.clahe_tile_grid)
+    ct_sq, geometry = letterbox(ct01, cfg.input_size, cfg.interpolation)
+    mri_sq = geometry.apply(mri01)
+    return PreparedPair(
+        ct=np.repeat(ct_sq[None], 3, axis=0).astype(np.float32),
+        mri=mri_sq[None].astype(np.float32),
+        geometry=geometry,
+    )
+
+
+def to_uint8_image(fused: np.ndarray, geometry: Letterbox) -> np.ndarray:
+    """Model output [3, S, S] (or [1, S, S]) in [0, 1] -> uint8 (H, W, 3) at the original size."""
+    if fused.ndim != 3 or fused.shape[0] not in (1, 3):
+        raise ValueError(f"expected a [3, S, S] or [1, S, S] array, got shape {fused.shape}")
+    chw = np.repeat(fused, 3, axis=0) if fused.shape[0] == 1 else fused
+    restored = geometry.restore(np.ascontiguousarray(np.transpose(chw, (1, 2, 0)), dtype=np.float32))
+    return np.round(np.clip(restored, 0.0, 1.0) * 255.0).astype(np.uint8)

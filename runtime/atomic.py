@@ -1,0 +1,53 @@
+"""Atomic outputs: write to a temporary name in the target folder, rename into place on success.
+
+An interrupted or failed write never leaves a half-written file (or folder) under the final name,
+and a reader never sees one: `os.replace` within one folder is atomic on POSIX and Windows.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; the caller writes a file or a folder there.
+
+    The temporary name ends with the final name, so libraries that choose the format by suffix
+    (OpenCV `.png`, nibabel `.nii.gz`) still do. On success it replaces `path` (a folder replaces
+    a folder wholesale); on any exception it is removed and the exception propagates.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".tmp-{secrets.token_hex(4)}-{target.name}"
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"nothing was written to the temporary path for {target}")
+        _replace(tmp, target)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _replace(tmp: Path, target: Path) -> None:
+    if tmp.is_dir() and target.is_dir():
+        # A non-empty folder cannot be replaced in one rename: move the old one aside first.
+        old = target.parent / f".old-{secrets.token_hex(4)}-{target.name}"
+        os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)

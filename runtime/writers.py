@@ -1,0 +1,110 @@
+"""PNG and NIfTI writers. Every write goes through `atomic_output` (no half-written files)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .atomic import atomic_output
+from .errors import MedfuseError
+from .image import MedicalImage
+
+RGB24 = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """uint8 passes through; floats are taken as [0, 1], clipped and rounded."""
+    if image.dtype == np.uint8:
+        return image
+    if not np.issubdtype(image.dtype, np.floating):
+        raise ValueError(f"expected uint8 or float [0, 1] pixels, got {image.dtype}")
+    return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _check_2d(image: np.ndarray) -> None:
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 3)):
+        raise ValueError(f"expected a gray (H, W) or RGB (H, W, 3) image, got shape {image.shape}")
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """Write an 8-bit gray or RGB PNG from uint8 or float [0, 1] pixels."""
+    _check_2d(image)
+    pixels = to_uint8(image)
+    if pixels.ndim == 3:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)  # OpenCV stores BGR
+    ok, encoded = cv2.imencode(".png", pixels)
+    if not ok:
+        raise MedfuseError("OpenCV could not encode the PNG", path)
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(encoded.tobytes())
+    return Path(path)
+
+
+def write_nifti_array(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray) -> Path:
+    """Write voxel data (RGB as a trailing axis of 3 uint8, stored as NIfTI RGB24) with an affine."""
+    import nibabel as nib  # noqa: PLC0415 (only NIfTI users pay for the import)
+
+    if data.dtype == np.uint8 and data.ndim == 4 and data.shape[-1] == 3:
+        data = np.ascontiguousarray(data).view(RGB24)[..., 0]
+    image = nib.Nifti1Image(data, np.asarray(affine, dtype=np.float64))
+    image.set_qform(image.affine, code=1)
+    image.set_sform(image.affine, code=1)
+    with atomic_output(path) as tmp:
+        nib.save(image, tmp)
+    return Path(path)
+
+
+def _slice_affine(affine: np.ndarray, axis: int, index: int) -> np.ndarray:
+    """The affine of the one-slice volume holding voxel slice `index` along `axis`."""
+    shift = np.eye(4)
+    shift[axis, 3] = index
+    return affine @ shift
+
+
+def _dicom_affine(reference: MedicalImage) -> np.ndarray | None:
+    """RAS affine for voxel order (row, col, slice) from the first DICOM slice's plane."""
+    ds = reference.datasets[0] if reference.datasets else None
+    if ds is None or "ImageOrientationPatient" not in ds or "ImagePositionPatient" not in ds:
+        return None
+    iop = np.asarray(ds.ImageOrientationPatient, dtype=np.float64)
+    row_dir, col_dir = iop[:3], iop[3:]
+    d_row, d_col = (float(v) for v in ds.PixelSpacing)
+    d_slice = reference.spacing[0] if reference.is_volume and reference.spacing else 1.0
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1] = col_dir * d_row, row_dir * d_col  # row index moves along the column direction
+    lps[:3, 2] = np.cross(row_dir, col_dir) * d_slice
+    lps[:3, 3] = np.asarray(ds.ImagePositionPatient, dtype=np.float64)
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # LPS -> RAS, nibabel's convention
+
+
+def _spacing_affine(reference: MedicalImage | None) -> np.ndarray:
+    spacing = list(reference.spacing) if reference is not None and reference.spacing else []
+    if reference is not None and reference.is_volume and len(spacing) == 3:
+        spacing = spacing[1:] + spacing[:1]  # (slice, row, col) -> voxel order (row, col, slice)
+    spacing = (spacing + [1.0, 1.0, 1.0])[:3]
+    return np.diag([*spacing, 1.0])
+
+
+def write_nifti(path: str | os.PathLike, volume: np.ndarray, reference: MedicalImage | None) -> Path:
+    """Write a (D, H, W[, 3]) volume or one (H, W[, 3]) slice in the reference's geometry.
+
+    A NIfTI reference gives its affine back unchanged (a slice lands at its own voxel index);
+    a DICOM reference gives the affine of its image plane; otherwise the pixel spacing.
+    """
+    rgb = volume.ndim in (3, 4) and volume.shape[-1] == 3 and volume.dtype == np.uint8
+    single = volume.ndim == (3 if rgb else 2)
+    stack = volume[None] if single else volume
+    if reference is not None and reference.format == "nifti" and reference.affine is not None:
+        axis = reference.slice_axis if reference.slice_axis is not None else 2
+        affine = reference.affine
+        if single and reference.slice_index is not None:
+            affine = _slice_affine(affine, axis, reference.slice_index)
+        data = np.moveaxis(stack, 0, axis)
+    else:
+        affine = _dicom_affine(reference) if reference is not None else None
+        affine = _spacing_affine(reference) if affine is None else affine
+        data = np.moveaxis(stack, 0, 2)
+    return write_nifti_array(path, np.ascontiguousarray(data), affine)
