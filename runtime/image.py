@@ -60,7 +60,9 @@ class MedicalImage:
         if not -self.depth <= index < self.depth:
             raise IndexError(f"slice {index} is outside 0..{self.depth - 1} of {self.path}")
         index %= self.depth
-        datasets = [self.datasets[index]] if self.datasets else None
+        datasets = self.datasets
+        if datasets and len(datasets) == self.depth:  # one header per slice (a series), else one multi-frame header
+            datasets = [datasets[index]]
         spacing = self.spacing[1:] if self.spacing and len(self.spacing) == 3 else self.spacing
         axis = self.slice_axis if self.format == "nifti" else None
         return replace(

@@ -195,7 +195,7 @@ def check_pair_geometry(ct: MedicalImage, mri: MedicalImage) -> None:
         if not same_slice or not np.allclose(ct.affine, mri.affine, atol=1e-3):
             raise _pair_error(ct, mri, "differ in NIfTI geometry (affine or slice)")
     orientation = [_orientation(img) for img in (ct, mri)]
-    if None not in orientation and not np.allclose(orientation[0], orientation[1], atol=1e-3):
+    if all(o is not None for o in orientation) and not np.allclose(orientation[0], orientation[1], atol=1e-3):
         raise _pair_error(ct, mri, "differ in DICOM ImageOrientationPatient")
 
 

@@ -1,0 +1,178 @@
+"""DICOM reading: single files (one image or multi-frame) and series folders.
+
+Pixel values go through pydicom's modality LUT (RescaleSlope/Intercept or a LUT sequence), so a
+CT arrives in Hounsfield units without hand-written rescaling. Series slices are ordered by
+ImagePositionPatient projected on the slice normal, with InstanceNumber as the fallback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut
+
+from .errors import MedfuseError
+from .image import MedicalImage
+
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def load_dataset(path: Path, *, force: bool = False) -> Dataset:
+    """Parse one DICOM file; a parse failure becomes a MedfuseError naming the file."""
+    try:
+        return pydicom.dcmread(path, force=force)
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as err:
+        raise MedfuseError(f"is not a readable DICOM file ({err.__class__.__name__}: {err})", path) from err
+
+
+def _has_pixels(ds: Dataset) -> bool:
+    return any(key in ds for key in PIXEL_KEYWORDS)
+
+
+def _decode(ds: Dataset, path: Path) -> np.ndarray:
+    if not _has_pixels(ds):
+        kind = getattr(ds, "SOPClassUID", None)
+        what = f" (SOP class {kind.name})" if kind is not None else ""
+        raise MedfuseError(f"is a DICOM file without pixel data{what}, not an image", path)
+    try:
+        return ds.pixel_array
+    except Exception as err:  # pydicom raises many types for undecodable or truncated pixel data
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        raise MedfuseError(
+            f"its DICOM pixel data cannot be decoded (transfer syntax {syntax}; compressed data may need "
+            f"pylibjpeg or gdcm): {err}",
+            path,
+        ) from err
+
+
+def _is_hu(ds: Dataset) -> bool:
+    has_lut = "RescaleSlope" in ds or "RescaleIntercept" in ds or "ModalityLUTSequence" in ds
+    return ds.get("Modality") == "CT" and has_lut and ds.get("RescaleType", "HU") == "HU"
+
+
+def _to_values(raw: np.ndarray, ds: Dataset) -> np.ndarray:
+    """Stored pixels -> float32 values: modality LUT for gray, RGB as it is."""
+    if int(ds.get("SamplesPerPixel", 1)) > 1:
+        return raw.astype(np.float32)
+    values = apply_modality_lut(raw, ds).astype(np.float32)
+    if ds.get("PhotometricInterpretation") == "MONOCHROME1" and not _is_hu(ds):
+        values = values.max() + values.min() - values  # MONOCHROME1 shows high values dark
+    return values
+
+
+def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
+    for key in ("PixelSpacing", "ImagerPixelSpacing"):
+        if key in ds and ds[key].value:
+            return tuple(float(v) for v in ds[key].value)
+    return None
+
+
+def _image(path: Path, ds: Dataset, pixels: np.ndarray, datasets: list[Dataset], **extra) -> MedicalImage:
+    return MedicalImage(
+        pixels=pixels,
+        path=path,
+        format="dicom",
+        modality=ds.get("Modality"),
+        is_hu=_is_hu(ds),
+        bit_depth=int(ds.get("BitsStored", ds.get("BitsAllocated", 0))) or None,
+        datasets=datasets,
+        **extra,
+    )
+
+
+def _frames(ds: Dataset) -> int:
+    return int(ds.get("NumberOfFrames", 1) or 1)
+
+
+def read_dicom_file(path: Path, *, slice_index: int | None = None, volume: bool = False) -> MedicalImage:
+    """One DICOM file: a 2D image, or for a multi-frame file one frame (or all with volume=True)."""
+    ds = load_dataset(path, force=path.suffix.lower() == ".dcm")
+    values = _to_values(_decode(ds, path), ds)
+    spacing = _pixel_spacing(ds)
+    if _frames(ds) == 1:
+        if volume:
+            raise MedfuseError("is a single 2D DICOM image, not a volume; give the series folder instead", path)
+        return _image(path, ds, values, [ds], spacing=spacing)
+    if volume:
+        thickness = float(ds.get("SpacingBetweenSlices", ds.get("SliceThickness", 1.0)) or 1.0)
+        return _image(path, ds, values, [ds], spacing=(thickness, *spacing) if spacing else None, is_volume=True)
+    index = _check_index(path, slice_index, len(values))
+    return _image(path, ds, values[index], [ds], spacing=spacing, slice_index=index)
+
+
+def _check_index(path: Path, slice_index: int | None, depth: int) -> int:
+    index = depth // 2 if slice_index is None else slice_index
+    if not 0 <= index < depth:
+        raise MedfuseError(f"slice {index} is out of range; it has {depth} slices (0..{depth - 1})", path)
+    return index
+
+
+# ---- series folders -----------------------------------------------------------------------
+
+
+def _series_files(folder: Path) -> list[Dataset]:
+    datasets = []
+    for file in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        try:
+            ds = pydicom.dcmread(file, force=file.suffix.lower() == ".dcm")
+        except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError):
+            continue  # notes, thumbnails and DICOMDIR-like files beside the slices are not slices
+        if _has_pixels(ds):
+            ds.filename = str(file)
+            datasets.append(ds)
+    if not datasets:
+        raise MedfuseError("contains no DICOM image files (an empty or non-DICOM series folder)", folder)
+    return datasets
+
+
+def _check_one_series(folder: Path, datasets: list[Dataset]) -> None:
+    series = {ds.get("SeriesInstanceUID") for ds in datasets}
+    if len(series) > 1:
+        raise MedfuseError(f"holds {len(series)} DICOM series; put one series per folder", folder)
+    sizes = {(ds.get("Rows"), ds.get("Columns")) for ds in datasets}
+    if len(sizes) > 1:
+        raise MedfuseError(f"holds slices of different sizes {sorted(sizes)}; one series has one size", folder)
+
+
+def _slice_positions(datasets: list[Dataset]) -> list[float] | None:
+    """Each slice's ImagePositionPatient projected on the slice normal, or None when unusable."""
+    if not all("ImagePositionPatient" in ds and "ImageOrientationPatient" in ds for ds in datasets):
+        return None
+    iop = np.asarray(datasets[0].ImageOrientationPatient, dtype=np.float64)
+    normal = np.cross(iop[:3], iop[3:])
+    positions = [float(np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=np.float64))) for ds in datasets]
+    return positions if len(set(np.round(positions, 4))) == len(positions) else None
+
+
+def _order(datasets: list[Dataset]) -> tuple[list[Dataset], float | None]:
+    """Datasets in slice order, and the slice spacing when positions give it."""
+    positions = _slice_positions(datasets)
+    if positions is not None:
+        order = np.argsort(positions)
+        spacing = float(np.median(np.diff(np.sort(positions)))) if len(positions) > 1 else None
+        return [datasets[i] for i in order], spacing
+    ordered = sorted(datasets, key=lambda ds: (int(ds.get("InstanceNumber", 0) or 0), ds.filename))
+    return ordered, None
+
+
+def read_dicom_series(folder: Path) -> MedicalImage:
+    """A folder holding one DICOM series -> a (D, H, W) volume in slice order."""
+    datasets = _series_files(folder)
+    _check_one_series(folder, datasets)
+    datasets, slice_spacing = _order(datasets)
+    first = datasets[0]
+    if slice_spacing is None:
+        slice_spacing = float(first.get("SpacingBetweenSlices", first.get("SliceThickness", 0)) or 0) or None
+    pixels = np.stack([_to_values(_decode(ds, Path(ds.filename)), ds) for ds in datasets])
+    row_col = _pixel_spacing(first)
+    spacing = (slice_spacing or 1.0, *row_col) if row_col else None
+    return _image(folder, first, pixels, datasets, spacing=spacing, is_volume=True)
+
+
+def read_dicom_series_slice(folder: Path, slice_index: int | None) -> MedicalImage:
+    volume = read_dicom_series(folder)
+    return volume.slice(_check_index(folder, slice_index, volume.depth))

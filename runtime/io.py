@@ -1,0 +1,40 @@
+"""Reading and writing medical images: the one entry point for every part of medfuse.
+
+    read_image(path)   -> one 2D MedicalImage (a NIfTI or DICOM-series slice when given a volume)
+    read_volume(path)  -> a (D, H, W) MedicalImage from a 3D NIfTI or a DICOM series folder
+    write_png / write_nifti / write_dicom_secondary_capture / write_dicom_series (all atomic)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .dicom_write import write_dicom_secondary_capture, write_dicom_series
+from .image import MedicalImage
+from .readers import SUPPORTED, find_reader
+from .writers import write_nifti, write_png
+
+__all__ = [
+    "SUPPORTED",
+    "MedicalImage",
+    "read_image",
+    "read_volume",
+    "write_dicom_secondary_capture",
+    "write_dicom_series",
+    "write_nifti",
+    "write_png",
+]
+
+
+def read_image(path: str | os.PathLike, *, axis: int = 2, slice_index: int | None = None) -> MedicalImage:
+    """Read one 2D image. For a 3D NIfTI, the slice `slice_index` (default: the middle one) along
+    voxel `axis`; for a DICOM series folder or multi-frame file, that slice in slice order."""
+    path = Path(path)
+    return find_reader(path).read(path, axis=axis, slice_index=slice_index)
+
+
+def read_volume(path: str | os.PathLike) -> MedicalImage:
+    """Read a 3D volume, (D, H, W) with D along NIfTI voxel axis 2 or in DICOM slice order."""
+    path = Path(path)
+    return find_reader(path).read_volume(path)
