@@ -129,8 +129,15 @@ def secondary_capture(
     ct_source = sources[0] if sources and reference is not None and reference.datasets else None
     _copy_patient_study(ds, ct_source)
     _stamp(ds, when or dt.datetime.now())
+    if ct_source is None:  # a new study of its own: date it now
+        ds.StudyDate, ds.StudyTime, ds.StudyID = ds.ContentDate, ds.ContentTime, "1"
     ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber = "OT", series_uid, 1000
     ds.SeriesDescription = "medfuse CT-MRI fusion"
+    for key in ("BodyPartExamined", "Laterality"):
+        if ct_source is not None and key in ct_source:
+            setattr(ds, key, ct_source[key].value)
+    if "BodyPartExamined" not in ds:
+        ds.Laterality = ""  # Type 2C: with the body part unknown it may be paired; empty means "not known"
     ds.ConversionType = "WSD"  # workstation
     ds.SecondaryCaptureDeviceManufacturer = SOFTWARE
     ds.Manufacturer = SOFTWARE
