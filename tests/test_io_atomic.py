@@ -1,0 +1,65 @@
+"""Atomic outputs: a failed write leaves nothing half-written and keeps what was there."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medfuse.runtime import writers
+from medfuse.runtime.atomic import atomic_output
+from medfuse.runtime.io import write_dicom_series, write_png
+
+
+def test_success_renames_into_place(tmp_path):
+    with atomic_output(tmp_path / "a" / "out.txt") as tmp:
+        assert tmp.parent == tmp_path / "a" and tmp.name.endswith("out.txt")
+        tmp.write_text("done")
+    assert (tmp_path / "a" / "out.txt").read_text() == "done"
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["out.txt"]
+
+
+def test_failure_removes_the_temporary_and_keeps_the_old_file(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_output(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("disk full")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_folder_replaces_folder(tmp_path):
+    (tmp_path / "series").mkdir()
+    (tmp_path / "series" / "stale.dcm").write_text("old")
+    with atomic_output(tmp_path / "series") as tmp:
+        tmp.mkdir()
+        (tmp / "0001.dcm").write_text("new")
+    assert [p.name for p in (tmp_path / "series").iterdir()] == ["0001.dcm"]
+    assert [p.name for p in tmp_path.iterdir()] == ["series"]
+
+
+def test_png_writer_failing_mid_write_leaves_nothing(tmp_path, monkeypatch):
+    class Boom:
+        def tobytes(self):
+            raise OSError("interrupted")
+
+    monkeypatch.setattr(writers.cv2, "imencode", lambda *_: (True, Boom()))
+    with pytest.raises(OSError):
+        write_png(tmp_path / "fused.png", np.zeros((4, 4), np.uint8))
+    assert not any(tmp_path.iterdir())
+
+
+def test_series_writer_failing_on_a_later_slice_leaves_no_folder(tmp_path, monkeypatch):
+    from medfuse.runtime import dicom_write
+
+    real, calls = dicom_write._save, []
+
+    def flaky(ds, path):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("interrupted")
+        real(ds, path)
+
+    monkeypatch.setattr(dicom_write, "_save", flaky)
+    with pytest.raises(OSError):
+        write_dicom_series(tmp_path / "fused", np.zeros((3, 8, 8, 3), np.uint8), None)
+    assert not any(tmp_path.iterdir())

@@ -1,0 +1,119 @@
+"""Readers: every format arrives as float32 pixels plus the metadata preprocessing needs."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import nibabel
+import numpy as np
+import pydicom
+import pydicom.data
+import pytest
+
+from medfuse.runtime.io import read_image, read_volume
+
+NIBABEL_DATA = Path(nibabel.__file__).parent / "tests" / "data"
+
+
+def test_ct_small_dicom_reads_in_hounsfield_units():
+    ct = read_image(pydicom.data.get_testdata_file("CT_small.dcm"))
+    assert ct.format == "dicom" and ct.modality == "CT" and ct.is_hu
+    assert ct.pixels.dtype == np.float32 and ct.pixels.shape == (128, 128)
+    assert ct.pixels.min() < -800  # air
+    soft = (ct.pixels > -100) & (ct.pixels < 150)
+    assert 0 <= np.median(ct.pixels[soft]) <= 100  # soft tissue
+    assert ct.spacing == pytest.approx((0.661468, 0.661468))
+    assert ct.datasets and ct.datasets[0].SOPInstanceUID
+
+
+def test_mr_dicom_is_not_hu():
+    mr = read_image(pydicom.data.get_testdata_file("MR_small.dcm"))
+    assert mr.modality == "MR" and not mr.is_hu and mr.pixels.shape == (64, 64)
+
+
+def test_nibabel_anatomical_reads_as_3d_volume_and_slices():
+    path = NIBABEL_DATA / "anatomical.nii"
+    volume = read_volume(path)
+    raw = np.asanyarray(nibabel.load(path).dataobj).astype(np.float32)
+    assert volume.is_volume and volume.pixels.shape == (raw.shape[2], raw.shape[0], raw.shape[1])
+    assert not volume.is_hu  # an MRI with a few negative voxels is not mistaken for CT
+    middle = read_image(path)
+    assert middle.slice_index == raw.shape[2] // 2 and np.array_equal(middle.pixels, raw[:, :, raw.shape[2] // 2])
+    sagittal = read_image(path, axis=0, slice_index=3)
+    assert np.array_equal(sagittal.pixels, raw[3]) and sagittal.slice_axis == 0
+    assert np.array_equal(volume.slice(5).pixels, read_image(path, slice_index=5).pixels)
+
+
+@pytest.mark.parametrize("dtype,depth", [(np.uint8, 8), (np.uint16, 16)])
+def test_png_gray_bit_depths(tmp_path, dtype, depth):
+    pixels = (np.arange(40 * 30).reshape(40, 30) % np.iinfo(dtype).max).astype(dtype)
+    cv2.imwrite(str(tmp_path / "g.png"), pixels)
+    img = read_image(tmp_path / "g.png")
+    assert img.bit_depth == depth and img.format == "png" and np.array_equal(img.pixels, pixels)
+
+
+def test_rgb_files_come_back_as_rgb_not_bgr(tmp_path):
+    rgb = np.zeros((8, 10, 3), np.uint8)
+    rgb[..., 0] = 200  # red
+    cv2.imwrite(str(tmp_path / "c.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    img = read_image(tmp_path / "c.png")
+    assert img.is_rgb and img.pixels[0, 0].tolist() == [200.0, 0.0, 0.0]
+
+
+def test_tiff_16bit_and_jpeg(tmp_path):
+    pixels = np.linspace(0, 60000, 24 * 16).reshape(24, 16).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "a.tif"), pixels)
+    tif = read_image(tmp_path / "a.tif")
+    assert tif.format == "tiff" and tif.bit_depth == 16 and np.array_equal(tif.pixels, pixels)
+    cv2.imwrite(str(tmp_path / "b.jpg"), np.full((16, 16), 128, np.uint8))
+    jpg = read_image(tmp_path / "b.jpg")
+    assert jpg.format == "jpeg" and abs(float(jpg.pixels.mean()) - 128) < 2
+
+
+def test_content_decides_over_a_missing_suffix(tmp_path):
+    shutil.copy(pydicom.data.get_testdata_file("CT_small.dcm"), tmp_path / "IM0001")
+    assert read_image(tmp_path / "IM0001").is_hu
+
+
+def test_dicom_series_ordered_by_position_not_instance_number(phantom_dicom_dir, tmp_path):
+    folder = tmp_path / "series"
+    shutil.copytree(phantom_dicom_dir / "CT" / "01", folder)
+    files = sorted(folder.iterdir())
+    for number, file in zip([3, 1, 2], files, strict=True):  # misleading instance numbers
+        ds = pydicom.dcmread(file)
+        ds.InstanceNumber = number
+        ds.save_as(file)
+    volume = read_volume(folder)
+    z = [float(ds.ImagePositionPatient[2]) for ds in volume.datasets]
+    assert z == sorted(z) and volume.pixels.shape == (3, 64, 64) and volume.is_hu
+    assert volume.spacing == pytest.approx((5.0, 0.9, 0.9))
+
+
+def test_dicom_series_falls_back_to_instance_number(phantom_dicom_dir, tmp_path):
+    folder = tmp_path / "series"
+    shutil.copytree(phantom_dicom_dir / "CT" / "01", folder)
+    for number, file in zip([2, 3, 1], sorted(folder.iterdir()), strict=True):
+        ds = pydicom.dcmread(file)
+        del ds.ImagePositionPatient
+        ds.InstanceNumber = number
+        ds.save_as(file)
+    volume = read_volume(folder)
+    assert [int(ds.InstanceNumber) for ds in volume.datasets] == [1, 2, 3]
+    middle = read_image(folder)
+    assert middle.slice_index == 1 and int(middle.datasets[0].InstanceNumber) == 2
+
+
+def test_phantom_nifti_ct_is_recognised_as_hu(phantom_nifti_dir):
+    ct = read_image(phantom_nifti_dir / "CT" / "01.nii.gz", slice_index=1)
+    mri = read_image(phantom_nifti_dir / "MRI" / "01.nii.gz", slice_index=1)
+    assert ct.is_hu and not mri.is_hu and ct.pixels.min() == pytest.approx(-1000, abs=1)
+    assert ct.spacing == pytest.approx((0.9, 0.9))
+
+
+@pytest.mark.shared_data
+def test_harvard_pair_reads(shared_data):
+    ct_path = next(iter(sorted((shared_data / "harvard-ct-mri" / "train" / "CT").glob("*.png"))))
+    ct, mri = read_image(ct_path), read_image(ct_path.parent.parent / "MRI" / ct_path.name)
+    assert ct.pixels.shape == mri.pixels.shape == (256, 256) and ct.bit_depth == 8 and not ct.is_hu

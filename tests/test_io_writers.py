@@ -1,0 +1,107 @@
+"""Writers: PNG, NIfTI with the source affine, DICOM Secondary Capture that dciodvfy accepts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel
+import numpy as np
+import pydicom
+import pydicom.data
+import pytest
+from dicom_check import dciodvfy_errors
+
+from medfuse.runtime.io import (
+    read_image,
+    read_volume,
+    write_dicom_secondary_capture,
+    write_dicom_series,
+    write_nifti,
+    write_png,
+)
+
+NIBABEL_DATA = Path(nibabel.__file__).parent / "tests" / "data"
+RNG = np.random.default_rng(0)
+
+
+def test_png_roundtrip_gray_float_and_rgb_uint8(tmp_path):
+    gray = np.linspace(0, 1, 12 * 9, dtype=np.float32).reshape(12, 9)
+    assert np.array_equal(read_image(write_png(tmp_path / "g.png", gray)).pixels, np.round(gray * 255))
+    rgb = RNG.integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    back = read_image(write_png(tmp_path / "sub" / "c.png", rgb))
+    assert back.is_rgb and np.array_equal(back.pixels, rgb)
+
+
+def test_png_rejects_a_volume(tmp_path):
+    with pytest.raises(ValueError, match="gray"):
+        write_png(tmp_path / "v.png", np.zeros((2, 4, 4, 3), np.uint8))
+    assert not any(tmp_path.iterdir())
+
+
+def test_nifti_volume_keeps_the_source_affine(tmp_path):
+    source = read_volume(NIBABEL_DATA / "anatomical.nii")
+    fused = RNG.integers(0, 256, (*source.pixels.shape, 3), dtype=np.uint8)
+    out = write_nifti(tmp_path / "fused.nii.gz", fused, source)
+    loaded = nibabel.load(out)
+    assert np.allclose(loaded.affine, source.affine) and loaded.shape == nibabel.load(NIBABEL_DATA / "anatomical.nii").shape
+    back = read_volume(out)
+    assert back.pixels.shape == fused.shape and np.array_equal(back.pixels, fused)
+
+
+def test_nifti_slice_lands_at_its_own_voxel_index(tmp_path):
+    source = read_image(NIBABEL_DATA / "anatomical.nii", slice_index=7)
+    out = write_nifti(tmp_path / "slice.nii", source.pixels, source)
+    loaded = nibabel.load(out)
+    assert loaded.shape[2] == 1 and np.allclose(loaded.affine[:3, 3], (source.affine @ [0, 0, 7, 1])[:3])
+
+
+def test_nifti_from_dicom_series_has_its_plane(phantom_dicom_dir, tmp_path):
+    source = read_volume(phantom_dicom_dir / "CT" / "01")
+    out = write_nifti(tmp_path / "ct.nii.gz", source.pixels, source)
+    zooms = nibabel.load(out).header.get_zooms()
+    assert zooms == pytest.approx((0.9, 0.9, 5.0)) and read_volume(out).is_hu
+
+
+def _ct_small():
+    return read_image(pydicom.data.get_testdata_file("CT_small.dcm"))
+
+
+def test_secondary_capture_passes_dciodvfy_and_carries_the_ct_study(tmp_path):
+    ct, mr = _ct_small(), read_image(pydicom.data.get_testdata_file("MR_small.dcm"))
+    rgb = RNG.integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    path = write_dicom_secondary_capture(tmp_path / "fused.dcm", rgb, ct, extra_sources=[mr])
+    assert dciodvfy_errors(path) == []
+    ds, src = pydicom.dcmread(path), ct.datasets[0]
+    assert ds.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage
+    assert list(ds.ImageType) == ["DERIVED", "SECONDARY"] and ds.PhotometricInterpretation == "RGB"
+    assert ds.PatientID == src.PatientID and ds.PatientName == src.PatientName
+    assert ds.StudyInstanceUID == src.StudyInstanceUID
+    assert ds.SeriesInstanceUID != src.SeriesInstanceUID and ds.SOPInstanceUID != src.SOPInstanceUID
+    refs = [item.ReferencedSOPInstanceUID for item in ds.SourceImageSequence]
+    assert refs == [src.SOPInstanceUID, mr.datasets[0].SOPInstanceUID]
+    assert ds.ReferencedImageSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
+    assert np.array_equal(read_image(path).pixels, rgb)
+
+
+def test_secondary_capture_without_reference_passes_dciodvfy(tmp_path):
+    path = write_dicom_secondary_capture(tmp_path / "plain.dcm", np.zeros((16, 24, 3), np.uint8), None)
+    assert dciodvfy_errors(path) == []
+
+
+def test_secondary_capture_series_passes_dciodvfy(phantom_dicom_dir, tmp_path):
+    source = read_volume(phantom_dicom_dir / "CT" / "01")
+    fused = RNG.integers(0, 256, (source.depth, 64, 64, 3), dtype=np.uint8)
+    folder = write_dicom_series(tmp_path / "fused", fused, source)
+    files = sorted(folder.iterdir())
+    assert len(files) == source.depth and dciodvfy_errors(files[0]) == []
+    headers = [pydicom.dcmread(f) for f in files]
+    assert len({ds.SeriesInstanceUID for ds in headers}) == 1
+    assert [ds.SourceImageSequence[0].ReferencedSOPInstanceUID for ds in headers] == [
+        ds.SOPInstanceUID for ds in source.datasets
+    ]
+    assert np.array_equal(read_volume(folder).pixels, fused)
+
+
+@pytest.mark.parametrize("modality", ["CT", "MRI"])
+def test_phantom_series_pass_dciodvfy(phantom_dicom_dir, modality):
+    assert dciodvfy_errors(next((phantom_dicom_dir / modality / "01").iterdir())) == []
