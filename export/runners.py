@@ -1,0 +1,41 @@
+"""Run the PyTorch reference and an ONNX file on the same batch of prepared pairs.
+
+Both take numpy arrays ct [N,3,S,S] and mri [N,1,S,S] in [0, 1] and return fused [N,3,S,S],
+computed `chunk` images at a time to bound memory on a CPU.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+CHUNK = 4
+
+
+def torch_outputs(model, ct: np.ndarray, mri: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
+    import torch
+
+    model.eval()
+    outs = []
+    with torch.inference_mode():
+        for i in range(0, len(ct), chunk):
+            fused = model(torch.from_numpy(ct[i:i + chunk]), torch.from_numpy(mri[i:i + chunk]))
+            outs.append(fused.float().numpy())
+    return np.concatenate(outs)
+
+
+def ort_session(path: str | Path, threads: int = 0):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads  # 0: ONNX Runtime's default (one per core)
+    options.log_severity_level = 3  # the fp16 file triggers harmless cast-insertion warnings on CPU
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_outputs(path: str | Path, ct: np.ndarray, mri: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
+    session = ort_session(path)
+    outs = [session.run(["fused"], {"ct": ct[i:i + chunk], "mri": mri[i:i + chunk]})[0]
+            for i in range(0, len(ct), chunk)]
+    return np.concatenate(outs).astype(np.float32)
