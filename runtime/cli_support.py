@@ -1,0 +1,67 @@
+"""The user-facing pieces of medfuse-run: preprocessing overrides, progress bar, summary lines."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+
+from medfuse.runtime.model_dir import ModelDir, preprocess_config
+from medfuse.runtime.preprocess import PreprocessConfig
+
+
+def apply_overrides(cfg: PreprocessConfig, window: tuple[float, float] | None, clahe: bool | None,
+                    say: Callable[[str], None]) -> PreprocessConfig:
+    """The model's preprocessing with the user's --window/--clahe; says when it departs from training."""
+    if window is not None:
+        cfg = cfg.with_window(*window)
+    if clahe is not None and clahe != cfg.clahe:
+        say(f"note: --{'' if clahe else 'no-'}clahe differs from the model's training preprocessing "
+            f"(clahe={cfg.clahe})")
+        cfg = replace(cfg, clahe=clahe)
+    return cfg
+
+
+def preprocess_for(runner, model: ModelDir, window, clahe, say) -> PreprocessConfig:
+    return apply_overrides(preprocess_config(runner.metadata, model, runner.path), window, clahe, say)
+
+
+@contextmanager
+def progress_bar(console, description: str, total: int | None) -> Iterator[tuple[Callable, Callable]]:
+    """Yield (advance(outcome), set_total(n)) for a Rich progress bar on the console (stderr)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True, disable=not console.is_terminal) as progress:
+        task = progress.add_task(description, total=total)
+        yield (lambda _outcome=None: progress.advance(task)), (lambda n: progress.update(task, total=n))
+
+
+def _mean_metrics(outputs: list[dict]) -> dict[str, float]:
+    rows = [o["metrics"] for o in outputs if o.get("metrics")]
+    if not rows:
+        return {}
+    return {k: round(sum(r[k] for r in rows) / len(rows), 4) for k in rows[0]}
+
+
+def print_summary(summary: dict, console) -> None:
+    counts, seconds = summary["counts"], summary["seconds"]
+    if summary["mode"] == "folder":
+        rate = f", {summary['pairs_per_second']:.2f} pairs/s" if "pairs_per_second" in summary else ""
+        console.print(f"fused {counts['ok']} of {counts['total']} pairs in {seconds['fuse']:.2f} s{rate}")
+    for out in summary["outputs"]:
+        if summary["mode"] != "folder":
+            slices = f" ({out['slices']} slices)" if "slices" in out else ""
+            console.print(f"wrote {out['output']}{slices}")
+        if out.get("side_by_side") and summary["mode"] != "folder":
+            console.print(f"wrote {out['side_by_side']}")
+    metrics = _mean_metrics(summary["outputs"])
+    if metrics:
+        label = "mean metrics" if summary["mode"] == "folder" else "metrics"
+        console.print(f"{label}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    for path in summary.get("unpaired", []):
+        console.print(f"[yellow]unpaired[/yellow] (no file of the same name on the other side): {path}")
+    if summary["failures"]:
+        console.print(f"[red]{counts['failed']} of {counts['total']} failed:[/red]")
+        for fail in summary["failures"]:
+            console.print(f"  {fail['name']}: {fail['error']}", markup=False)

@@ -1,0 +1,150 @@
+"""What `medfuse-run CT MRI -o OUT` was given: a pair, two folders of pairs, or two volumes.
+
+The output name decides between a 2D image and a volume, since a NIfTI file or a DICOM series
+can be either (one slice of it, or all of it):
+
+| CT, MRI            | OUT ends .png/.dcm   | OUT ends .nii(.gz)  | OUT is a folder            |
+| files              | pair (NIfTI: a slice) | volume -> NIfTI     | NIfTI volume -> DICOM series |
+| DICOM series dirs  | pair (one slice)     | volume -> NIfTI     | volume -> DICOM series     |
+| other folders      | error                | error               | folder of pairs, by name   |
+
+A folder is a DICOM series when it holds only DICOM files (no subfolders), at least two, sharing
+one SeriesInstanceUID. Folders of pairs are matched by relative path without suffix, so
+`CT/01/01001.dcm` pairs with `MRI/01/01001.dcm` and `CT/a.png` with `MRI/a.jpg`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from medfuse.runtime.errors import MedfuseError
+
+IMAGE_OUTPUTS = (".png", ".dcm")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+MODES = ("pair", "folder", "volume")
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def output_kind(out: Path) -> str:
+    """'image', 'nifti' or 'folder' from the output name."""
+    name = out.name.lower()
+    if name.endswith(NIFTI_SUFFIXES):
+        return "nifti"
+    if out.suffix.lower() in IMAGE_OUTPUTS:
+        return "image"
+    if out.suffix and not out.is_dir():
+        raise MedfuseError(f"unknown output type {out.suffix!r}: use .png or .dcm for an image, .nii or .nii.gz "
+                           "for a volume, or a folder name", out)
+    return "folder"
+
+
+def _visible_files(folder: Path, recursive: bool) -> list[Path]:
+    pattern = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in pattern if p.is_file() and not any(part.startswith(".") for part in
+                                                                 p.relative_to(folder).parts))
+
+
+def _is_dicom_file(path: Path) -> bool:
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with path.open("rb") as fh:
+            fh.seek(128)
+            return fh.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def is_dicom_series(folder: Path) -> bool:
+    """Only DICOM files, at least two, no subfolders, one SeriesInstanceUID."""
+    if any(p.is_dir() for p in folder.iterdir() if not p.name.startswith(".")):
+        return False
+    files = _visible_files(folder, recursive=False)
+    if len(files) < 2 or not all(_is_dicom_file(p) for p in files):
+        return False
+    import pydicom
+
+    uids = set()
+    for path in files:
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+        except Exception:  # pydicom raises several types for damaged files; such a folder is no series
+            return False
+        uids.add(str(ds.get("SeriesInstanceUID", "")))
+    return len(uids) == 1 and "" not in uids
+
+
+def detect_mode(ct: Path, mri: Path, out: Path) -> str:
+    """'pair', 'folder' or 'volume' by the table in the module doc; a MedfuseError otherwise."""
+    for path in (ct, mri):
+        if not path.exists():
+            raise MedfuseError("no such file or folder", path)
+    kind = output_kind(out)
+    if ct.is_dir() != mri.is_dir():
+        raise MedfuseError(f"CT {ct} and MRI {mri} must both be files or both be folders")
+    if ct.is_dir():
+        series = is_dicom_series(ct) and is_dicom_series(mri)
+        if kind == "image":
+            if not series:
+                raise MedfuseError("two folders of pairs give a folder: name an output folder, not an image file", out)
+            return "pair"
+        if kind == "nifti" and not series:
+            raise MedfuseError(f"a NIfTI output needs two volumes; {ct} and {mri} are not single DICOM series", out)
+        return "volume" if series else "folder"
+    if kind == "image":
+        return "pair"
+    if kind == "nifti" or (_is_nifti(ct) and _is_nifti(mri)):
+        return "volume"
+    raise MedfuseError("the fused image needs a name ending in .png or .dcm", out)
+
+
+def pair_key(rel: Path) -> str:
+    """Relative path without its suffix (.nii.gz counts as one)."""
+    name = rel.name
+    for suffix in (".nii.gz",):
+        if name.lower().endswith(suffix):
+            return str(rel.with_name(name[: -len(suffix)]))
+    return str(rel.with_suffix(""))
+
+
+@dataclass(frozen=True)
+class PairJob:
+    name: str  # the shared key, e.g. "01/01001"
+    ct: Path
+    mri: Path
+    output: Path
+
+
+@dataclass(frozen=True)
+class Matching:
+    jobs: list[PairJob]
+    unpaired: list[Path]  # files present on one side only
+
+
+def match_folders(ct_dir: Path, mri_dir: Path, out_dir: Path, suffix: str = ".png") -> Matching:
+    """Pairs by relative path without suffix; a MedfuseError when no name is shared."""
+    ct = {pair_key(p.relative_to(ct_dir)): p for p in _visible_files(ct_dir, recursive=True)}
+    mri = {pair_key(p.relative_to(mri_dir)): p for p in _visible_files(mri_dir, recursive=True)}
+    shared = sorted(set(ct) & set(mri))
+    if not shared:
+        raise MedfuseError(f"CT folder {ct_dir} ({len(ct)} files) and MRI folder {mri_dir} ({len(mri)} files) "
+                           "share no file name, so there is no pair to fuse")
+    jobs = [PairJob(key, ct[key], mri[key], out_dir / f"{key}{suffix}") for key in shared]
+    unpaired = sorted([ct[k] for k in set(ct) - set(mri)] + [mri[k] for k in set(mri) - set(ct)])
+    return Matching(jobs, unpaired)
+
+
+def refuse_existing(paths: list[Path], overwrite: bool) -> None:
+    """Without --overwrite an existing output is an error, named with how to proceed."""
+    if overwrite:
+        return
+    existing = [p for p in paths if p.exists()]
+    if len(existing) == 1:
+        raise MedfuseError("already exists; pass --overwrite to replace it", existing[0])
+    if existing:
+        raise MedfuseError(f"{len(existing)} outputs already exist (first: {existing[0]}); "
+                           "pass --overwrite to replace them")

@@ -1,0 +1,146 @@
+"""What `medfuse-run` does, as a library call: `execute(Request) -> summary dict`.
+
+Order matters for the user: cheap checks first (inputs exist, outputs not in the way), then the
+model is found and loaded, then the work runs. Messages go to stderr; with `json_output` the
+summary is printed on stdout as one JSON document.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from medfuse.runtime import inputs
+from medfuse.runtime.errors import MedfuseError
+
+
+@dataclass(frozen=True)
+class Request:
+    ct: Path
+    mri: Path
+    output: Path
+    model: Path | None = None
+    backend: str = "auto"
+    precision: str = "auto"
+    batch_size: int = 4
+    window: tuple[float, float] | None = None
+    clahe: bool | None = None
+    slice_index: int | None = None
+    side_by_side: Path | None = None
+    metrics: bool = False
+    json_output: bool = False
+    overwrite: bool = False
+    workers: int | None = None
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _plan(req: Request) -> tuple[str, inputs.Matching | None]:
+    """Mode and (for folders) the matched pairs; refuses outputs in the way before any model loads."""
+    mode = inputs.detect_mode(req.ct, req.mri, req.output)
+    if req.slice_index is not None and mode != "pair":
+        raise MedfuseError("--slice picks one slice for a 2D output; name a .png or .dcm output to use it")
+    matching = None
+    targets = [req.output]
+    if mode == "folder":
+        matching = inputs.match_folders(req.ct, req.mri, req.output)
+        targets = [job.output for job in matching.jobs]
+        if req.side_by_side is not None:
+            targets += [req.side_by_side / f"{job.name}.png" for job in matching.jobs]
+    elif req.side_by_side is not None:
+        targets.append(req.side_by_side)
+    inputs.refuse_existing(targets, req.overwrite)
+    return mode, matching
+
+
+def _load(req: Request, say):
+    """Model folder -> (choice, active runner, preprocessing config, model folder)."""
+    from medfuse.runtime.cli_support import preprocess_for
+    from medfuse.runtime.model_dir import open_model_dir
+    from medfuse.runtime.selection import choose, make_runner, probe
+
+    model = open_model_dir(req.model)
+    choice = choose(req.backend, req.precision, probe(model))
+    say(f"backend: {choice.describe()}")
+    runner = make_runner(choice, model)
+    runner.activate()
+    try:
+        cfg = preprocess_for(runner, model, req.window, req.clahe, say)
+    except BaseException:
+        runner.close()
+        raise
+    return choice, runner, cfg, model
+
+
+def execute(req: Request) -> dict:
+    console = _console()
+    say = console.print
+    started = time.perf_counter()
+    mode, matching = _plan(req)
+    choice, runner, cfg, model = _load(req, say)
+    loaded = time.perf_counter()
+    try:
+        outcomes = _work(req, mode, matching, runner, cfg, console)
+    finally:
+        runner.close()
+    done = time.perf_counter()
+    summary = _summary(req, mode, matching, choice, cfg, model, outcomes,
+                       {"load_model": loaded - started, "fuse": done - loaded, "total": done - started})
+    _report(summary, console, req.json_output)
+    return summary
+
+
+def _work(req: Request, mode: str, matching, runner, cfg, console) -> list:
+    from medfuse.runtime.fuse import Fuser, PairOptions, fuse_folder, fuse_pair, fuse_volume
+
+    fuser = Fuser(runner, cfg, req.batch_size)
+    options = PairOptions(req.slice_index, req.side_by_side, req.metrics)
+    if mode == "pair":
+        job = inputs.PairJob(req.output.stem, req.ct, req.mri, req.output)
+        return [fuse_pair(fuser, job, options)]
+    from medfuse.runtime.cli_support import progress_bar
+
+    if mode == "folder":
+        with progress_bar(console, "fusing pairs", len(matching.jobs)) as (advance, _):
+            return fuse_folder(fuser, matching.jobs, options, req.workers, advance)
+    with progress_bar(console, "fusing slices", None) as (advance, set_total):
+        return [fuse_volume(fuser, req.ct, req.mri, req.output, options, req.workers, advance, set_total)]
+
+
+def _summary(req, mode, matching, choice, cfg, model, outcomes, seconds) -> dict:
+    ok = [o for o in outcomes if o.ok]
+    failed = [o for o in outcomes if not o.ok]
+    summary = {
+        "mode": mode,
+        "model": str(model.root),
+        "backend": choice.backend,
+        "precision": choice.precision,
+        "artifact": choice.artifact,
+        "reason": choice.reason,
+        "preprocess": cfg.to_dict(),
+        "counts": {"total": len(outcomes), "ok": len(ok), "failed": len(failed)},
+        "outputs": [o.to_dict() for o in ok],
+        "failures": [o.to_dict() for o in failed],
+        "seconds": {k: round(v, 4) for k, v in seconds.items()},
+    }
+    if matching is not None:
+        summary["unpaired"] = [str(p) for p in matching.unpaired]
+    if mode == "folder" and seconds["fuse"] > 0:
+        summary["pairs_per_second"] = round(len(ok) / seconds["fuse"], 3)
+    return summary
+
+
+def _report(summary: dict, console, json_output: bool) -> None:
+    from medfuse.runtime.cli_support import print_summary
+
+    if json_output:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        sys.stdout.flush()
+    print_summary(summary, console)
