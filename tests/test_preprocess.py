@@ -1,0 +1,179 @@
+"""Preprocessing: windowing, MRI normalisation, CLAHE, letterbox and its exact inverse, pairs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import cv2
+import numpy as np
+import pydicom.data
+import pytest
+
+from medfuse.runtime.errors import MedfuseError
+from medfuse.runtime.image import MedicalImage
+from medfuse.runtime.io import read_image
+from medfuse.runtime.preprocess import (
+    CT_WINDOW_PRESETS,
+    Letterbox,
+    PreprocessConfig,
+    apply_clahe,
+    letterbox,
+    normalize_mri,
+    prepare_pair,
+    to_uint8_image,
+    window_ct,
+    window_preset,
+)
+
+CFG = PreprocessConfig(input_size=64)
+
+
+def _img(pixels, name="x.png", **kw) -> MedicalImage:
+    kw.setdefault("bit_depth", 8)
+    return MedicalImage(pixels=np.asarray(pixels, np.float32), path=name, format="png", **kw)
+
+
+def test_window_ct_maps_the_window_to_unit_range():
+    hu = np.array([-1000, -160, 40, 240, 2000], np.float32)
+    assert window_ct(hu, 40, 400).tolist() == pytest.approx([0, 0, 0.5, 1, 1])
+
+
+def test_presets_are_named_and_unknown_names_list_them():
+    assert window_preset("default") == (40.0, 400.0) and "bone" in CT_WINDOW_PRESETS
+    with pytest.raises(MedfuseError, match="brain"):
+        window_preset("lung-ish")
+
+
+def test_normalize_mri_clips_outliers():
+    x = np.concatenate([np.linspace(0, 100, 999), [1e6]]).astype(np.float32)
+    out = normalize_mri(x, 0.5, 99.5)
+    assert out.min() == 0 and out.max() == 1 and out[500] == pytest.approx(0.5, abs=0.02)
+    assert not normalize_mri(np.full((4, 4), 7.0)).any()  # flat image: nothing to stretch
+
+
+def test_clahe_raises_local_contrast_and_stays_in_range():
+    x = np.tile(np.linspace(0.4, 0.6, 64, dtype=np.float32), (64, 1))
+    out = apply_clahe(x, 2.0, 8)
+    assert out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1 and np.ptp(out) > np.ptp(x)
+
+
+@pytest.mark.parametrize("shape", [(37, 91), (91, 37), (63, 63), (200, 51), (64, 64)])
+def test_letterbox_restore_is_the_inverse(shape):
+    yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float32)
+    smooth = np.sin(yy / shape[0] * 3) * 0.25 + np.cos(xx / shape[1] * 2) * 0.25 + 0.5
+    boxed, geometry = letterbox(smooth, 64, "linear")
+    assert boxed.shape == (64, 64) and max(geometry.inner_height, geometry.inner_width) == 64
+    # aspect kept, padding even (within a pixel), zero outside the image
+    scale = 64 / max(shape)
+    assert abs(geometry.inner_height - shape[0] * scale) <= 0.5 and abs(geometry.inner_width - shape[1] * scale) <= 0.5
+    assert abs(2 * geometry.top + geometry.inner_height - 64) <= 1 and abs(2 * geometry.left + geometry.inner_width - 64) <= 1
+    restored = geometry.restore(boxed)
+    assert restored.shape == shape and np.abs(restored - smooth).max() < 0.06
+    constant, g = letterbox(np.full((*shape, 3), 0.7, np.float32), 64)
+    assert np.allclose(g.restore(constant), 0.7)  # no padding leaks back in
+
+
+def test_letterbox_at_model_size_is_the_identity():
+    x = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32)
+    boxed, geometry = letterbox(x, 64)
+    assert np.array_equal(boxed, x) and np.array_equal(geometry.restore(boxed), x)
+    assert geometry == Letterbox.fit(64, 64, 64)
+
+
+def test_ct_with_hu_is_windowed_to_three_channels():
+    ct = read_image(pydicom.data.get_testdata_file("CT_small.dcm"))
+    mri = _img(np.random.default_rng(0).random((128, 128)) * 500, "m.png")
+    pair = prepare_pair(ct, mri, CFG)
+    assert pair.ct.shape == (3, 64, 64) and pair.mri.shape == (1, 64, 64)
+    assert pair.ct.dtype == np.float32 and np.array_equal(pair.ct[0], pair.ct[2])
+    direct = cv2.resize(window_ct(ct.pixels, 40, 400), (64, 64), interpolation=cv2.INTER_AREA)
+    assert np.abs(pair.ct[0] - direct).max() < 1e-5
+
+
+def test_eight_bit_ct_is_taken_as_windowed():
+    ct = _img(np.full((64, 64), 255.0), "ct.png")
+    pair = prepare_pair(ct, _img(np.eye(64) * 100, "m.png"), CFG)
+    assert np.allclose(pair.ct, 1.0)
+
+
+def test_sixteen_bit_ct_is_stretched_min_to_max():
+    pixels = np.zeros((64, 64), np.float32)
+    pixels[:, 32:] = 3000  # a 12-bit range stored in 16 bits must not come out nearly black
+    pair = prepare_pair(_img(pixels, "ct16.png", bit_depth=16), _img(pixels, "m.png"), CFG)
+    assert pair.ct.min() == 0 and pair.ct.max() == pytest.approx(1.0)
+
+
+def test_rgb_ct_becomes_gray():
+    rgb = np.zeros((64, 64, 3), np.float32)
+    rgb[..., :] = [255, 255, 255]
+    pair = prepare_pair(_img(rgb, "ct.png"), _img(np.eye(64), "m.png"), CFG)
+    assert np.allclose(pair.ct, 1.0, atol=1e-3)
+
+
+def test_rgb_mri_gray_in_colour_is_accepted_and_true_colour_refused():
+    gray = np.random.default_rng(1).random((64, 64)).astype(np.float32) * 255
+    as_rgb = _img(np.repeat(gray[..., None], 3, axis=-1), "mri_rgb.png")
+    ct = _img(gray, "ct.png")
+    assert np.allclose(prepare_pair(ct, as_rgb, CFG).mri, prepare_pair(ct, _img(gray, "m.png"), CFG).mri)
+    colour = as_rgb.pixels.copy()
+    colour[..., 0] = 255 - colour[..., 0]
+    with pytest.raises(MedfuseError, match="colour") as info:
+        prepare_pair(ct, _img(colour, "pet_as_mri.png"), CFG)
+    assert "pet_as_mri.png" in str(info.value)
+
+
+def test_mismatched_sizes_name_both_files_and_shapes():
+    with pytest.raises(MedfuseError) as info:
+        prepare_pair(_img(np.zeros((64, 64)), "a/ct.png"), _img(np.zeros((64, 48)), "b/mri.png"), CFG)
+    text = str(info.value)
+    assert "a/ct.png" in text and "b/mri.png" in text and "64x64" in text and "64x48" in text
+
+
+def test_mismatched_spacing_is_refused():
+    ct = _img(np.zeros((64, 64)), "ct.dcm", spacing=(0.5, 0.5))
+    with pytest.raises(MedfuseError, match="spacing"):
+        prepare_pair(ct, dataclasses.replace(ct, path="mri.dcm", spacing=(1.0, 1.0)), CFG)
+
+
+def test_volume_must_be_sliced_first():
+    volume = dataclasses.replace(_img(np.zeros((3, 64, 64)), "v.nii"), is_volume=True)
+    with pytest.raises(MedfuseError, match="slice by slice"):
+        prepare_pair(volume, volume, CFG)
+
+
+def test_to_uint8_image_maps_back_to_the_original_size():
+    ct = _img(np.full((50, 30), 128.0), "ct.png")
+    pair = prepare_pair(ct, _img(np.eye(50, 30), "m.png"), CFG)
+    out = to_uint8_image(pair.ct, pair.geometry)
+    assert out.dtype == np.uint8 and out.shape == (50, 30, 3) and np.all(out == 128)
+
+
+def test_clahe_option_changes_the_input():
+    rng = np.random.default_rng(2)
+    ct, mri = _img(rng.random((64, 64)) * 60 + 100, "c.png"), _img(rng.random((64, 64)), "m.png")
+    plain = prepare_pair(ct, mri, CFG)
+    enhanced = prepare_pair(ct, mri, dataclasses.replace(CFG, clahe=True))
+    assert enhanced.ct.std() > plain.ct.std()
+
+
+def test_config_json_round_trip():
+    cfg = PreprocessConfig(input_size=128, ct_window_center=75, ct_window_width=215, clahe=True, interpolation="cubic")
+    assert PreprocessConfig.from_json(cfg.to_json()) == cfg
+    with pytest.raises(ValueError, match="unknown"):
+        PreprocessConfig.from_dict({**cfg.to_dict(), "gamma": 2})
+
+
+def test_phantom_dicom_pair_prepares(phantom_dicom_dir):
+    ct = read_image(phantom_dicom_dir / "CT" / "01", slice_index=1)
+    mri = read_image(phantom_dicom_dir / "MRI" / "01", slice_index=1)
+    pair = prepare_pair(ct, mri, CFG)
+    assert ct.is_hu and pair.ct.max() == pytest.approx(1.0) and pair.mri.max() == pytest.approx(1.0)
+
+
+@pytest.mark.shared_data
+def test_harvard_pairs_preprocess(shared_data):
+    ct_dir = shared_data / "harvard-ct-mri" / "train" / "CT"
+    for ct_path in sorted(ct_dir.glob("*.png"))[:3]:
+        pair = prepare_pair(read_image(ct_path), read_image(ct_dir.parent / "MRI" / ct_path.name), PreprocessConfig())
+        assert pair.ct.shape == (3, 256, 256) and pair.mri.shape == (1, 256, 256)
+        assert 0 <= pair.ct.min() and pair.ct.max() <= 1 and pair.mri.max() == pytest.approx(1.0)
