@@ -1,8 +1,204 @@
-"""Console script `medfuse-train` (placeholder until its issue lands)."""
+"""`medfuse-train pretrain|finetune`: thin commands over `Trainer`.
 
-import sys
+Settings are layered: stage defaults < --config FILE (JSON/TOML, sections train/model/loss/
+preprocess/augment, the format of an output folder's config.json) < explicit options < --set.
+The same command runs under `torchrun --nproc-per-node N` (DDP; only rank 0 writes).
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from medfuse.runtime.errors import MedfuseError, run_cli
+from medfuse.train.checkpoint import load_checkpoint
+from medfuse.train.config import ModelConfig
+from medfuse.train.run_config import SECTIONS, STAGE_ROLES, RunConfig, read_config_file
+
+app = typer.Typer(
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    add_completion=False,
+    help="Train the CT-MRI fusion model: visible-infrared pretraining, then CT-MRI fine-tuning.",
+)
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class ModelSize(str, Enum):
+    default = "default"  # the spec's ResNet34 network (~55 M parameters)
+    tiny = "tiny"  # ModelConfig.tiny(): same structure, a few hundred thousand parameters (demos, tests)
+
+
+# Settings that may change when resuming; everything else would make the run a different one.
+RESUMABLE = {"epochs", "device", "precision", "num_workers", "steps_per_epoch", "max_nonfinite_steps"}
+
+Data = Annotated[Optional[Path], typer.Option(help="Folder with CT/ + MRI/ (finetune) or vis/ + ir/ (pretrain).")]
+Out = Annotated[Optional[Path], typer.Option(help="Output folder: best.pt, last.pt, epoch_NNN.pt, history.json, curves.png, config.json.")]
+ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="JSON or TOML file of settings (sections train, model, loss, preprocess, augment).")]
+Resume = Annotated[Optional[Path], typer.Option(help="Continue the run in this output folder from its last.pt.")]
+BackboneWeights = Annotated[Optional[Path], typer.Option(help="Local torchvision resnet34 weights (.pth) for both encoders; nothing is downloaded.")]
+Size = Annotated[Optional[ModelSize], typer.Option("--model-size", help="default: the spec network; tiny: for demos and tests.")]
+InputSize = Annotated[Optional[int], typer.Option(help="Square model input side (multiple of 32); images are letterboxed to it.")]
+BatchSize = Annotated[Optional[int], typer.Option(help="Batch size per process [default 4].")]
+Epochs = Annotated[Optional[int], typer.Option(help="Epochs [default 30].")]
+Lr = Annotated[Optional[float], typer.Option(help="Decoder/attention learning rate [finetune 1e-5, pretrain 1e-4].")]
+EncoderMult = Annotated[Optional[float], typer.Option(help="Encoder lr multiplier [0.1].")]
+FusionMult = Annotated[Optional[float], typer.Option(help="Fusion-block lr multiplier [0.5].")]
+WeightDecay = Annotated[Optional[float], typer.Option(help="AdamW weight decay [1e-4].")]
+Warmup = Annotated[Optional[int], typer.Option(help="Linear warmup epochs before the cosine decay [3].")]
+Freeze = Annotated[Optional[int], typer.Option(help="Epochs with frozen encoders [finetune 5, pretrain 0].")]
+Clip = Annotated[Optional[float], typer.Option(help="Max gradient norm, 0 disables [1.0].")]
+Patience = Annotated[Optional[int], typer.Option(help="Early stop after this many epochs without a better val loss, 0 disables [10].")]
+Every = Annotated[Optional[int], typer.Option(help="Keep epoch_NNN.pt every this many epochs, 0 disables [5].")]
+ValFraction = Annotated[Optional[float], typer.Option(help="Share of the files held out for validation, in whole cases [0.2].")]
+CaseRegex = Annotated[Optional[str], typer.Option(help="Regex whose first group is the case in a file stem ['^(\\d{2})'; '' = each file its own case].")]
+Seed = Annotated[Optional[int], typer.Option(help="Seed of split, shuffling, augmentation and init [0].")]
+PrecisionOpt = Annotated[Optional[Precision], typer.Option("--precision", help="auto = fp16+GradScaler on CUDA, bf16+channels_last on CPU.")]
+Device = Annotated[Optional[str], typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:N.")]
+Augment = Annotated[Optional[bool], typer.Option("--augment/--no-augment", help="Flips and small rotations/shifts on training pairs [on].")]
+SkipUnpaired = Annotated[Optional[bool], typer.Option("--skip-unpaired", help="Ignore files without a partner (counted) instead of stopping.")]
+LimitPairs = Annotated[Optional[int], typer.Option(help="Quick runs: use N training pairs (and ~N*val-fraction validation pairs).")]
+StepsPerEpoch = Annotated[Optional[int], typer.Option(help="Quick runs: at most this many training batches per epoch.")]
+Workers = Annotated[Optional[int], typer.Option(help="DataLoader workers [0: data is already in memory].")]
+Set = Annotated[Optional[list[str]], typer.Option("--set", help="Any other setting as SECTION.FIELD=VALUE, e.g. loss.w_content=10 (repeatable).")]
+
+
+def _train_values(**options) -> dict:
+    """The TrainConfig fields the user actually gave on the command line."""
+    values = {k: (v.value if isinstance(v, Enum) else v) for k, v in options.items() if v is not None}
+    for key in ("data", "out", "init", "backbone_weights"):
+        if key in values:
+            values[key] = str(values[key])
+    if "case_regex" in values and values["case_regex"].lower() in ("", "none"):
+        values["case_regex"] = None
+    return values
+
+
+def _parse_set(items: list[str] | None) -> dict[str, dict]:
+    sections: dict[str, dict] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or section not in SECTIONS:
+            raise MedfuseError(f"--set {item!r}: expected SECTION.FIELD=VALUE with SECTION in {sorted(SECTIONS)}")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        sections.setdefault(section, {})[name] = value
+    return sections
+
+
+def _fresh_config(stage: str, train: dict, config_file: Path | None, model_size: ModelSize | None,
+                  input_size: int | None, extra: dict[str, dict]) -> RunConfig:
+    from medfuse.train.setup import init_model_config
+
+    run = RunConfig.defaults(stage)
+    if config_file:
+        run = run.merged(read_config_file(config_file), str(config_file))
+    run = run.updated("train", {**train, "stage": stage})
+    roles = STAGE_ROLES[stage]
+    if model_size is not None:
+        run = run.updated("model", (ModelConfig.tiny() if model_size is ModelSize.tiny else ModelConfig()).with_roles(roles).to_dict())
+    elif run.train.init:
+        run = run.updated("model", init_model_config(run.train.init, roles).to_dict())
+    if input_size is not None:
+        run = run.updated("preprocess", {"input_size": input_size})
+    run = run.merged(extra, "--set")
+    run = run.updated("model", {"roles": list(roles)})
+    if not run.train.data or not run.train.out:
+        raise MedfuseError("--data and --out are required (or give them in the config file)")
+    return run
+
+
+def _resumed_config(stage: str, folder: Path, train: dict, others_given: bool) -> tuple[RunConfig, dict]:
+    ckpt = load_checkpoint(folder / "last.pt")
+    changed = sorted(set(train) - RESUMABLE - {"out"})
+    if changed or others_given:
+        raise MedfuseError(f"--resume continues the saved run; only {sorted(RESUMABLE)} may change (got {changed or 'model/config options'})")
+    if "out" in train and Path(train["out"]).resolve() != folder.resolve():
+        raise MedfuseError("--out must be omitted with --resume (the run continues in its own folder)")
+    try:
+        saved = {
+            "train": ckpt["train_config"], "model": ckpt["model_config"], "preprocess": ckpt["preprocess_config"],
+            "loss": ckpt.get("loss_config", {}), "augment": ckpt.get("augment_config", {}),
+        }
+        run = RunConfig.defaults(stage).merged(saved, str(folder / "last.pt"))
+    except KeyError as err:
+        raise MedfuseError(f"checkpoint has no {err.args[0]}: it is not a training checkpoint", folder / "last.pt") from err
+    if run.train.stage != stage:
+        raise MedfuseError(f"this run was a {run.train.stage} run; resume it with `medfuse-train {run.train.stage}`", folder)
+    return run.updated("train", {**train, "out": str(folder)}), ckpt
+
+
+def _execute(stage: str, resume: Path | None, config_file: Path | None, model_size: ModelSize | None,
+             input_size: int | None, set_items: list[str] | None, train: dict) -> None:
+    from medfuse.train.device import init_distributed, shutdown_distributed
+    from medfuse.train.trainer import Trainer
+
+    extra = _parse_set(set_items)
+    ckpt = None
+    if resume is not None:
+        others = any(x is not None for x in (config_file, model_size, input_size)) or bool(extra)
+        run, ckpt = _resumed_config(stage, resume, train, others)
+    else:
+        run = _fresh_config(stage, train, config_file, model_size, input_size, extra)
+    env = init_distributed(run.train.device)
+    try:
+        Trainer(run, env, resume=ckpt).fit()
+    finally:
+        shutdown_distributed()
+
+
+@app.command()
+def pretrain(
+    data: Data = None, out: Out = None, config: ConfigFile = None, resume: Resume = None,
+    init: Annotated[Optional[Path], typer.Option(help="Start from this checkpoint (same roles, vis/ir).")] = None,
+    backbone_weights: BackboneWeights = None, model_size: Size = None, input_size: InputSize = None,
+    batch_size: BatchSize = None, epochs: Epochs = None, lr: Lr = None, encoder_lr_mult: EncoderMult = None,
+    fusion_lr_mult: FusionMult = None, weight_decay: WeightDecay = None, warmup_epochs: Warmup = None,
+    freeze_encoder_epochs: Freeze = None, grad_clip: Clip = None, patience: Patience = None,
+    checkpoint_every: Every = None, val_fraction: ValFraction = None, case_regex: CaseRegex = None,
+    seed: Seed = None, precision: PrecisionOpt = None, device: Device = None, augment: Augment = None,
+    skip_unpaired: SkipUnpaired = None, limit_pairs: LimitPairs = None, steps_per_epoch: StepsPerEpoch = None,
+    num_workers: Workers = None, set_values: Set = None,
+) -> None:
+    """Visible-infrared pretraining on DATA/vis + DATA/ir (encoders named vis_/ir_)."""
+    train = {k: v for k, v in locals().items() if k not in ("config", "resume", "model_size", "input_size", "set_values")}
+    _execute("pretrain", resume, config, model_size, input_size, set_values, _train_values(**train))
+
+
+@app.command()
+def finetune(
+    data: Data = None, out: Out = None, config: ConfigFile = None, resume: Resume = None,
+    init: Annotated[Optional[Path], typer.Option(help="Pretrained checkpoint; vis_/ir_ weights load as ct_/mri_ (a load report is printed).")] = None,
+    backbone_weights: BackboneWeights = None, model_size: Size = None, input_size: InputSize = None,
+    batch_size: BatchSize = None, epochs: Epochs = None, lr: Lr = None, encoder_lr_mult: EncoderMult = None,
+    fusion_lr_mult: FusionMult = None, weight_decay: WeightDecay = None, warmup_epochs: Warmup = None,
+    freeze_encoder_epochs: Freeze = None, grad_clip: Clip = None, patience: Patience = None,
+    checkpoint_every: Every = None, val_fraction: ValFraction = None, case_regex: CaseRegex = None,
+    seed: Seed = None, precision: PrecisionOpt = None, device: Device = None, augment: Augment = None,
+    skip_unpaired: SkipUnpaired = None, limit_pairs: LimitPairs = None, steps_per_epoch: StepsPerEpoch = None,
+    num_workers: Workers = None, set_values: Set = None,
+) -> None:
+    """CT-MRI fine-tuning on DATA/CT + DATA/MRI, usually from a pretrained --init checkpoint."""
+    train = {k: v for k, v in locals().items() if k not in ("config", "resume", "model_size", "input_size", "set_values")}
+    _execute("finetune", resume, config, model_size, input_size, set_values, _train_values(**train))
 
 
 def main() -> None:
-    print("medfuse-train is not built yet.", file=sys.stderr)
-    sys.exit(2)
+    run_cli(app)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Paired folders: matching by stem, clear errors for unpaired files, prepared tensors per role."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from medfuse.runtime.errors import MedfuseError
+from medfuse.runtime.phantom import write_phantom_dataset
+from medfuse.runtime.preprocess import PreprocessConfig
+from medfuse.train.data import PairDataset, find_pairs
+
+CFG = PreprocessConfig(input_size=64)
+
+
+@pytest.fixture()
+def pngs(tmp_path):
+    return write_phantom_dataset(tmp_path / "d", n_cases=2, slices_per_case=2, size=64)
+
+
+def test_pairs_match_by_stem_and_prepare(pngs):
+    pairs, unpaired = find_pairs(pngs, "finetune")
+    assert [p.name for p in pairs] == ["01001", "01002", "02001", "02002"] and unpaired == []
+    ds = PairDataset(pairs, CFG)
+    ct, mri = ds[1]
+    assert ct.shape == (3, 64, 64) and mri.shape == (1, 64, 64) and ct.dtype == torch.float32
+    assert 0 <= ct.min() and ct.max() <= 1 and mri.max() == pytest.approx(1.0)
+    assert torch.equal(ct[0], ct[2])  # gray CT repeated over 3 channels
+
+
+def test_unpaired_files_are_listed_or_skipped(pngs):
+    (pngs / "CT" / "01001.png").rename(pngs / "CT" / "09009.png")
+    (pngs / "MRI" / "readme.txt").write_text("not an image")  # ignored: not an image suffix
+    with pytest.raises(MedfuseError, match=r"2 unpaired file\(s\): CT/09009.png, MRI/01001.png .*--skip-unpaired"):
+        find_pairs(pngs, "finetune")
+    pairs, unpaired = find_pairs(pngs, "finetune", skip_unpaired=True)
+    assert len(pairs) == 3 and unpaired == ["CT/09009.png", "MRI/01001.png"]
+
+
+def test_folder_errors(tmp_path, pngs):
+    with pytest.raises(MedfuseError, match="data folder not found"):
+        find_pairs(tmp_path / "nope", "finetune")
+    with pytest.raises(MedfuseError, match=r"sub-folder vis/ \(found none\)"):
+        find_pairs(pngs, "pretrain")
+    cv2.imwrite(str(pngs / "CT" / "01001.tif"), np.zeros((64, 64), np.uint8))
+    with pytest.raises(MedfuseError, match="two files share the stem '01001'"):
+        find_pairs(pngs, "finetune")
+
+
+def test_size_mismatch_names_both_files(pngs):
+    cv2.imwrite(str(pngs / "MRI" / "01002.png"), np.zeros((32, 48), np.uint8))
+    pairs, _ = find_pairs(pngs, "finetune")
+    with pytest.raises(MedfuseError, match="01002.png.*differ in size"):
+        PairDataset(pairs, CFG)
+
+
+def test_pretrain_visible_rgb_becomes_gray_3ch_letterboxed(tmp_path):
+    rng = np.random.default_rng(0)
+    for sub in ("vis", "ir"):
+        (tmp_path / sub).mkdir()
+    rgb = rng.integers(0, 255, (30, 50, 3), dtype=np.uint8)  # RoadScene-like landscape frame
+    cv2.imwrite(str(tmp_path / "vis" / "FLIR_00001.jpg"), rgb)
+    cv2.imwrite(str(tmp_path / "ir" / "FLIR_00001.jpg"), rng.integers(0, 255, (30, 50), dtype=np.uint8))
+    pairs, _ = find_pairs(tmp_path, "pretrain")
+    vis, ir = PairDataset(pairs, CFG)[0]
+    assert vis.shape == (3, 64, 64) and ir.shape == (1, 64, 64)
+    assert torch.equal(vis[0], vis[1]) and torch.equal(vis[1], vis[2])
+    assert vis[:, :5].abs().max() == 0 and vis[:, 32].abs().max() > 0  # padded top band, image in the middle
+
+
+@pytest.mark.parametrize("fmt", ["nifti", "dicom"])
+def test_volumes_give_one_sample_per_slice(tmp_path, fmt):
+    root = write_phantom_dataset(tmp_path / "n", n_cases=2, slices_per_case=3, size=64, fmt=fmt)
+    pairs, _ = find_pairs(root, "finetune")
+    ds = PairDataset(pairs, CFG)
+    assert len(pairs) == 2 and len(ds) == 6
+    assert ds.names[:3] == ["01#0", "01#1", "01#2"]

@@ -1,0 +1,338 @@
+"""The training loop: one epoch at a time, checkpointed so a killed run resumes exactly.
+
+Per step: autocast forward, the loss in float32 outside autocast, a finiteness check (agreed by
+all ranks, so DDP never hangs on a skipped step), scaled backward, unscale, clip, step.
+Per epoch: scheduler step, validation, last.pt (+ best.pt, epoch_NNN.pt), history.json,
+curves.png. Resume restores weights, optimiser, scheduler, scaler, RNG states, history and the
+early-stopping counter; shuffling and augmentation are seeded from (seed, epoch, rank), so the
+resumed epochs see the same batches the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+
+from medfuse.runtime.atomic import atomic_output
+from medfuse.runtime.errors import MedfuseError
+from medfuse.train.augment import augment_pair
+from medfuse.train.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
+from medfuse.train.device import (
+    DistEnv,
+    all_reduce_sum,
+    autocast,
+    resolve_device,
+    resolve_precision,
+    uses_channels_last,
+)
+from medfuse.train.history import best_epoch, plot_curves, write_json
+from medfuse.train.loss import TERMS, FusionLoss
+from medfuse.train.model import build_model
+from medfuse.train.run_config import RunConfig
+from medfuse.train.schedule import build_optimizer, build_scheduler, set_encoders_frozen
+from medfuse.train.setup import DataSplit, load_data, warm_start
+
+LOGGED = ("total", *TERMS)
+SHORT = {"total": "loss", "content": "cont", "structure": "struct", "detail": "det",
+         "consistency": "cons", "gradient": "grad", "medical": "med"}
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    epochs_done: int
+    best_epoch: int | None
+    best_loss: float
+    stopped_early: bool
+    seconds: float
+
+
+class NonFiniteLoss(MedfuseError):
+    """Too many consecutive steps with a NaN/inf loss: the run is diverging."""
+
+
+class Trainer:
+    """Owns the model, optimiser state and loaders of one run (one process of a DDP job)."""
+
+    def __init__(self, run: RunConfig, env: DistEnv, console: Console | None = None, resume: dict | None = None):
+        self.run, self.cfg, self.env = run, run.train, env
+        self.console = console or Console()
+        self.device = resolve_device(self.cfg.device, env.local_rank)
+        self.precision = resolve_precision(self.cfg.precision, self.device)
+        self.channels_last = uses_channels_last(self.precision, self.device)
+        self.out = Path(self.cfg.out)
+        self.data: DataSplit = load_data(run, self.log)
+        torch.manual_seed(self.cfg.seed)
+        self.model = build_model(run.model)
+        if resume is None:
+            warm_start(self.model, run, self.log)
+        self.model.to(self.device, memory_format=self._memory_format)
+        self.loss_fn = FusionLoss(run.loss)
+        self.optimizer = build_optimizer(
+            self.model, self.cfg.lr, self.cfg.weight_decay, self.cfg.encoder_lr_mult, self.cfg.fusion_lr_mult
+        )
+        self.scheduler = build_scheduler(self.optimizer, self.cfg.warmup_epochs, self.cfg.epochs)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.train_loader = self._loader(self.data.train, shuffle=True)
+        self.val_loader = self._loader(self.data.val, shuffle=False) if len(self.data.val) else None
+        self.history: list[dict] = []
+        self.start_epoch, self.best_loss, self.since_best = 0, math.inf, 0
+        self.net: torch.nn.Module = self.model
+        self._frozen: bool | None = None
+        if resume is not None:
+            self._restore(resume)
+
+    # ---- setup helpers -------------------------------------------------------------------------
+    @property
+    def _memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def log(self, message: str) -> None:
+        if self.env.is_main:
+            self.console.print(message, highlight=False, soft_wrap=True)
+
+    def _loader(self, dataset, shuffle: bool) -> DataLoader:
+        sampler = DistributedSampler(
+            dataset, num_replicas=self.env.world_size, rank=self.env.rank, shuffle=shuffle, seed=self.cfg.seed
+        )
+        return DataLoader(
+            dataset, batch_size=self.cfg.batch_size, sampler=sampler, num_workers=self.cfg.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def _restore(self, ckpt: dict) -> None:
+        self.model.load_state_dict(ckpt["model_state"])
+        self.optimizer.load_state_dict(ckpt["optimizer_state"])
+        self.scheduler.load_state_dict(ckpt["scheduler_state"])
+        if ckpt.get("scaler_state"):
+            self.scaler.load_state_dict(ckpt["scaler_state"])
+        restore_rng_state(ckpt["rng_state"])
+        self.start_epoch = int(ckpt["epoch"])
+        self.best_loss = float(ckpt["best_val_loss"])
+        self.since_best = int(ckpt.get("epochs_since_best", 0))
+        self.history = list(ckpt.get("history", []))
+        self.log(f"resumed from {self.out / 'last.pt'} after epoch {self.start_epoch}")
+
+    def _set_phase(self, epoch: int) -> None:
+        """Train mode, encoder freezing for this epoch, and a DDP wrapper matching what trains."""
+        frozen = epoch < self.cfg.freeze_encoder_epochs
+        self.model.train()
+        set_encoders_frozen(self.model, frozen)
+        if frozen != self._frozen:
+            if self._frozen is not None:
+                self.log(f"encoders {'frozen' if frozen else 'unfrozen'} from epoch {epoch + 1}")
+            # DDP registers the parameters that require grad when it is built: rebuild on change.
+            if self.env.enabled:
+                ids = [self.device.index] if self.device.type == "cuda" else None
+                self.net = DistributedDataParallel(
+                    self.model, device_ids=ids, find_unused_parameters=self.run.model.output_head != "attention"
+                )
+            self._frozen = frozen
+
+    # ---- one step / one epoch ------------------------------------------------------------------
+    def _batch(self, ct: torch.Tensor, mri: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fmt = self._memory_format
+        ct = ct.to(self.device, non_blocking=True).contiguous(memory_format=fmt)
+        mri = mri.to(self.device, non_blocking=True).contiguous(memory_format=fmt)
+        return ct, mri
+
+    def _forward_loss(self, net, ct, mri) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with autocast(self.precision, self.device):
+            fused = net(ct, mri)
+        return self.loss_fn(fused.float(), ct.float(), mri.float())  # fp32, outside autocast
+
+    def _all_finite(self, total: torch.Tensor) -> bool:
+        flag = torch.tensor([0.0 if torch.isfinite(total) else 1.0], dtype=torch.float64, device=self.device)
+        return all_reduce_sum(flag, self.env).item() == 0
+
+    def _train_step(self, ct, mri, gen: torch.Generator) -> dict[str, float] | None:
+        ct, mri = self._batch(ct, mri)
+        if self.cfg.augment:
+            ct, mri = self._batch(*augment_pair(ct, mri, self.run.augment, gen))
+        total, terms = self._forward_loss(self.net, ct, mri)
+        self.optimizer.zero_grad(set_to_none=True)
+        if not self._all_finite(total):
+            return None
+        self.scaler.scale(total).backward()
+        self.scaler.unscale_(self.optimizer)
+        if self.cfg.grad_clip > 0:
+            params = [p for p in self.model.parameters() if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {k: float(terms[k].detach()) for k in LOGGED}
+
+    def _nonfinite(self, epoch: int, step: int, streak: int) -> None:
+        self.log(f"[yellow]epoch {epoch + 1} step {step + 1}: non-finite loss; step skipped, weights untouched[/]")
+        if streak >= self.cfg.max_nonfinite_steps:
+            hint = "" if self.precision == "fp32" else "; try --precision fp32"
+            raise NonFiniteLoss(f"{streak} consecutive non-finite losses at epoch {epoch + 1}: training diverged (lower --lr{hint})")
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        self._set_phase(epoch)
+        self.train_loader.sampler.set_epoch(epoch)
+        gen = torch.Generator().manual_seed(self.cfg.seed + 7919 * epoch + 104729 * self.env.rank)
+        n_steps = len(self.train_loader)
+        if self.cfg.steps_per_epoch:
+            n_steps = min(n_steps, self.cfg.steps_per_epoch)
+        sums = dict.fromkeys(LOGGED, 0.0)
+        done = skipped = streak = 0
+        with self._progress() as progress:
+            task = progress.add_task(f"epoch {epoch + 1}/{self.cfg.epochs}", total=n_steps, terms="")
+            for step, (ct, mri) in enumerate(self.train_loader):
+                if step >= n_steps:
+                    break
+                values = self._train_step(ct, mri, gen)
+                if values is None:
+                    skipped, streak = skipped + 1, streak + 1
+                    self._nonfinite(epoch, step, streak)
+                else:
+                    streak, done = 0, done + 1
+                    sums = {k: sums[k] + values[k] for k in LOGGED}
+                progress.update(task, advance=1, terms=_terms_text({k: v / max(done, 1) for k, v in sums.items()}))
+        means = self._global_mean(sums, done)
+        means["skipped_steps"] = skipped
+        return means
+
+    def _global_mean(self, sums: dict[str, float], count: int) -> dict[str, float]:
+        values = torch.tensor([*sums.values(), count], dtype=torch.float64, device=self.device)
+        values = all_reduce_sum(values, self.env).tolist()
+        n = values[-1]
+        return {k: (v / n if n else math.nan) for k, v in zip(sums, values)}
+
+    @torch.no_grad()
+    def _validate(self) -> dict[str, float] | None:
+        if self.val_loader is None:
+            return None
+        self.model.eval()
+        sums = dict.fromkeys(LOGGED, 0.0)
+        count = 0
+        for ct, mri in self.val_loader:
+            ct, mri = self._batch(ct, mri)
+            _, terms = self._forward_loss(self.model, ct, mri)
+            sums = {k: sums[k] + float(terms[k]) * ct.shape[0] for k in LOGGED}
+            count += ct.shape[0]
+        return self._global_mean(sums, count)
+
+    def _progress(self) -> Progress:
+        return Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TimeRemainingColumn(), TextColumn("{task.fields[terms]}"),
+            console=self.console, transient=True, disable=not (self.env.is_main and self.console.is_terminal),
+        )
+
+    # ---- the run -------------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        started = time.perf_counter()
+        if self.env.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_json(self.out / "config.json", self.run.to_dict())
+        self.log(
+            f"training on {self.device} ({self.precision}{', channels_last' if self.channels_last else ''}"
+            f"{f', {self.env.world_size} processes' if self.env.enabled else ''}): "
+            f"{len(self.data.train)} train / {len(self.data.val)} val images, {self.cfg.epochs} epochs"
+        )
+        stopped = False
+        epoch = self.start_epoch
+        for epoch in range(self.start_epoch, self.cfg.epochs):
+            t0 = time.perf_counter()
+            lrs = {g["name"]: g["lr"] for g in self.optimizer.param_groups}
+            train = self._train_epoch(epoch)
+            self.scheduler.step()
+            val = self._validate()
+            entry = {
+                "epoch": epoch + 1, "train": train, "val": val, "lr": lrs,
+                "frozen_encoders": bool(self._frozen), "time_s": round(time.perf_counter() - t0, 3),
+            }
+            improved = self._track_best(entry)
+            self.history.append(entry)
+            self._write_epoch(epoch, improved)
+            self.log(_summary_line(entry, self.cfg.epochs, improved))
+            if self.cfg.patience and self.since_best >= self.cfg.patience:
+                self.log(f"early stop: no improvement for {self.since_best} epochs")
+                stopped = True
+                break
+        return self._finish(started, stopped, epoch)
+
+    def _track_best(self, entry: dict) -> bool:
+        score = (entry["val"] or entry["train"])["total"]
+        if score < self.best_loss:  # False for NaN
+            self.best_loss, self.since_best = score, 0
+            return True
+        self.since_best += 1
+        return False
+
+    def _payload(self, epoch: int) -> dict:
+        return {
+            "model_config": self.run.model.to_dict(),
+            "preprocess_config": self.run.preprocess.to_dict(),
+            "train_config": self.cfg.to_dict(),
+            "loss_config": self.run.loss.to_dict(),
+            "augment_config": self.run.augment.to_dict(),
+            "model_state": {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()},
+            "epoch": epoch + 1,
+            "optimizer_state": self.optimizer.state_dict(),
+            "scheduler_state": self.scheduler.state_dict(),
+            "scaler_state": self.scaler.state_dict(),
+            "rng_state": capture_rng_state(),
+            "best_val_loss": self.best_loss,
+            "epochs_since_best": self.since_best,
+            "history": self.history,
+            "modality_pair": "ct-mri" if self.cfg.stage == "finetune" else "vis-ir",
+        }
+
+    def _write_epoch(self, epoch: int, improved: bool) -> None:
+        """last.pt first (the resume point), then copies, then the human-readable files."""
+        if not self.env.is_main:
+            return
+        last = save_checkpoint(self.out / "last.pt", self._payload(epoch))
+        copies = ["best.pt"] if improved else []
+        if self.cfg.checkpoint_every and (epoch + 1) % self.cfg.checkpoint_every == 0:
+            copies.append(f"epoch_{epoch + 1:03d}.pt")
+        for name in copies:
+            with atomic_output(self.out / name) as tmp:
+                shutil.copyfile(last, tmp)
+        write_json(self.out / "history.json", self._history_doc())
+        plot_curves(self.out / "curves.png", self.history)
+
+    def _history_doc(self) -> dict:
+        return {
+            "stage": self.cfg.stage, "device": str(self.device), "precision": self.precision,
+            "channels_last": self.channels_last, "world_size": self.env.world_size,
+            "train_images": len(self.data.train), "val_images": len(self.data.val),
+            "val_cases": self.data.val_cases, "epochs": self.history,
+        }
+
+    def _finish(self, started: float, stopped: bool, epoch: int) -> TrainResult:
+        seconds = time.perf_counter() - started
+        best = best_epoch(self.history, "val" if self.val_loader is not None else "train")
+        which = "val" if self.val_loader is not None else "train"
+        best_text = f"best {which} loss {self.best_loss:.4f} at epoch {best['epoch']}" if best else "no finite loss"
+        self.log(f"done: {len(self.history)} epochs in {seconds:.1f}s; {best_text}; outputs in {self.out}")
+        return TrainResult(self.out, len(self.history), best["epoch"] if best else None, self.best_loss, stopped, seconds)
+
+
+def _terms_text(values: dict[str, float]) -> str:
+    return " ".join(f"{SHORT[k]} {v:.4f}" for k, v in values.items())
+
+
+def _summary_line(entry: dict, epochs: int, improved: bool) -> str:
+    val = entry["val"]
+    val_text = f" | val {_terms_text({k: val[k] for k in LOGGED})}" if val else ""
+    lr = max(entry["lr"].values())
+    frozen = " [frozen enc]" if entry["frozen_encoders"] else ""
+    skipped = f" [{entry['train']['skipped_steps']} skipped]" if entry["train"]["skipped_steps"] else ""
+    mark = " *" if improved else ""
+    return (
+        f"epoch {entry['epoch']:3d}/{epochs} train {_terms_text({k: entry['train'][k] for k in LOGGED})}"
+        f"{val_text} | lr {lr:.2e} | {entry['time_s']:.1f}s{frozen}{skipped}{mark}"
+    )
