@@ -14,6 +14,7 @@ tensorrt, tensorrt_lean and cuda-python are imported inside functions only.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -135,6 +136,14 @@ def hardware_problem(info: PlanInfo, cc: tuple[int, int], gpu_name: str = "") ->
         return None
     if cc != info.compute_capability:
         return f"the engine was built for a GPU of {built}; this GPU has {here}"
+    return None
+
+
+def stale_sidecar_problem(info: PlanInfo | None, plan_bytes: bytes) -> str | None:
+    """The sidecar names the plan's sha256: a mismatch means it describes another build."""
+    expected = info.raw.get("plan_sha256") if info else None
+    if expected and hashlib.sha256(plan_bytes).hexdigest() != expected:
+        return "model.plan.json describes another build of the engine (plan_sha256 differs)"
     return None
 
 
@@ -272,11 +281,15 @@ class TensorRTRunner(Runner):
         self.is_active = True
 
     def _load_engine(self, trt) -> None:
+        plan = self.path.read_bytes()
+        stale = stale_sidecar_problem(self.info, plan)
+        if stale:
+            raise MedfuseError(f"{stale}; rebuild it with medfuse-export", self.path)
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         if self.info and self.info.version_compatible:
-            self._runtime.engine_host_code_allowed = True  # the lean runtime ships inside the plan
-        engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+            self._runtime.engine_host_code_allowed = True  # a plan may carry its own lean runtime
+        engine = self._runtime.deserialize_cuda_engine(plan)
         if engine is None:
             raise MedfuseError("TensorRT could not deserialise this engine (another TensorRT version or GPU, or a "
                                "damaged file); rebuild it with medfuse-export", self.path)
