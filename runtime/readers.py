@@ -13,15 +13,11 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from . import dicom_read
+from . import dicom_read, nifti_read
 from .errors import MedfuseError
 from .image import MedicalImage
 
 SNIFF_BYTES = 512
-# NIfTI has no modality tag. A CT in HU has plenty of air (-1000) around the head; an MRI may dip
-# below zero after filtering but never has 1 % of its voxels near -1000.
-HU_AIR_THRESHOLD = -900.0
-HU_AIR_FRACTION = 1.0  # percent of voxels at or below the threshold
 
 
 class Reader(Protocol):
@@ -115,10 +111,6 @@ def _nifti_header(head: bytes) -> bool:
     return False
 
 
-def _looks_like_hu(data: np.ndarray) -> bool:
-    return float(np.percentile(data, HU_AIR_FRACTION)) <= HU_AIR_THRESHOLD
-
-
 class NiftiReader:
     name = "NIfTI"
     suffixes = (".nii", ".nii.gz")
@@ -126,65 +118,11 @@ class NiftiReader:
     def sniff(self, head: bytes) -> bool:
         return _nifti_header(head)  # gzipped NIfTI is taken by its .nii.gz suffix
 
-    def _load(self, path: Path) -> tuple[np.ndarray, object]:
-        import nibabel as nib  # noqa: PLC0415 (only NIfTI users pay for the import)
-
-        try:
-            img = nib.load(path)
-            shape = img.shape
-            if len(shape) == 4 and shape[3] == 1:
-                shape = shape[:3]
-            if len(shape) > 3:
-                raise MedfuseError(
-                    f"is a {len(shape)}D NIfTI (shape {img.shape}); medfuse reads 2D images and 3D volumes, "
-                    "so extract one 3D volume first",
-                    path,
-                )
-            data = np.asanyarray(img.dataobj).reshape(shape)
-        except MedfuseError:
-            raise
-        except Exception as err:  # nibabel and gzip raise many types for broken files
-            raise MedfuseError(f"is not a readable NIfTI file ({err.__class__.__name__}: {err})", path) from err
-        if data.dtype.names:  # RGB24 / RGBA32 -> trailing colour axis
-            data = np.stack([data[c] for c in "RGB"], axis=-1)
-            return data.astype(np.float32), img
-        return np.asarray(data, dtype=np.float32), img
-
-    def _image(self, path: Path, img, pixels: np.ndarray, full: np.ndarray, **extra) -> MedicalImage:
-        rgb = full.ndim == len(img.shape[:3]) + 1 and full.shape[-1] == 3 and full.ndim > 2
-        zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-        return MedicalImage(
-            pixels=pixels,
-            path=path,
-            format="nifti",
-            is_hu=not rgb and _looks_like_hu(full),
-            bit_depth=int(img.header.get_data_dtype().itemsize * 8) if not rgb else 8,
-            affine=np.asarray(img.affine, dtype=np.float64),
-            spacing=extra.pop("spacing", zooms),
-            **extra,
-        )
-
     def read(self, path: Path, *, axis: int = 2, slice_index: int | None = None) -> MedicalImage:
-        data, img = self._load(path)
-        spatial = len(img.shape[:3]) if len(img.shape) < 4 else 3
-        zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-        if spatial == 2:
-            return self._image(path, img, data, data, spacing=zooms[:2])
-        if axis not in (0, 1, 2):
-            raise MedfuseError(f"axis must be 0, 1 or 2 for a 3D NIfTI, got {axis}", path)
-        index = dicom_read._check_index(path, slice_index, data.shape[axis])
-        pixels = np.take(data, index, axis=axis)
-        in_plane = tuple(z for i, z in enumerate(zooms) if i != axis)
-        return self._image(path, img, pixels, data, spacing=in_plane, slice_axis=axis, slice_index=index)
+        return nifti_read.read_nifti(path, axis=axis, slice_index=slice_index)
 
     def read_volume(self, path: Path) -> MedicalImage:
-        data, img = self._load(path)
-        zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-        if len(img.shape[:3]) == 2 or (data.ndim == 3 and data.shape[-1] == 3 and len(img.shape) == 2):
-            data, zooms = data[:, :, None], (*zooms[:2], 1.0)
-        pixels = np.moveaxis(data, 2, 0)  # voxel axis 2 becomes the slice axis D
-        spacing = (zooms[2], zooms[0], zooms[1])
-        return self._image(path, img, pixels, data, spacing=spacing, slice_axis=2, is_volume=True)
+        return nifti_read.read_nifti_volume(path)
 
 
 DICOM = DicomReader()

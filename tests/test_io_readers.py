@@ -117,3 +117,11 @@ def test_harvard_pair_reads(shared_data):
     ct_path = next(iter(sorted((shared_data / "harvard-ct-mri" / "train" / "CT").glob("*.png"))))
     ct, mri = read_image(ct_path), read_image(ct_path.parent.parent / "MRI" / ct_path.name)
     assert ct.pixels.shape == mri.pixels.shape == (256, 256) and ct.bit_depth == 8 and not ct.is_hu
+
+
+def test_two_dimensional_nifti(tmp_path):
+    pixels = np.arange(12 * 7, dtype=np.float32).reshape(12, 7)
+    nibabel.save(nibabel.Nifti1Image(pixels, np.diag([0.5, 0.7, 1.0, 1.0])), tmp_path / "flat.nii.gz")
+    img = read_image(tmp_path / "flat.nii.gz")
+    assert np.array_equal(img.pixels, pixels) and img.spacing == pytest.approx((0.5, 0.7)) and not img.is_hu
+    assert read_volume(tmp_path / "flat.nii.gz").pixels.shape == (1, 12, 7)
