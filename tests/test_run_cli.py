@@ -1,0 +1,261 @@
+"""medfuse-run end to end on phantom files: every input kind, folders with failures, options, errors.
+
+The model is the max(ct, mri) fixture, so each fused image can be predicted exactly from the
+preprocessed inputs. The command runs in-process through `main()` to see real exit codes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from unittest import mock
+
+import cv2
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+from dicom_check import dciodvfy_errors
+from medfuse.runtime import io
+from medfuse.runtime.cli import main
+from medfuse.runtime.preprocess import PreprocessConfig, prepare_pair, to_uint8_image
+from onnx_fixtures import expected_fused, write_model, write_model_dir
+
+CFG = PreprocessConfig(input_size=32)  # phantoms are 64x64: the letterbox really resizes
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return write_model_dir(tmp_path_factory.mktemp("model"), precisions=("fp32",), preprocess=CFG)
+
+
+def medfuse_run(capsys, *args) -> tuple[int, str, str]:
+    with mock.patch.object(sys, "argv", ["medfuse-run", *map(str, args)]):
+        try:
+            main()
+            code = 0
+        except SystemExit as done:
+            code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def expected_rgb(ct: Path, mri: Path, slice_index: int | None = None) -> np.ndarray:
+    a, b = io.read_image(ct, slice_index=slice_index), io.read_image(mri, slice_index=slice_index)
+    prepared = prepare_pair(a, b, CFG)
+    return to_uint8_image(expected_fused(prepared.ct[None], prepared.mri[None])[0], prepared.geometry)
+
+
+def read_png_rgb(path: Path) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+# ------------------------------------------------------------------------------ input kinds
+def test_png_pair(capsys, tmp_path, model, phantom_dir):
+    ct, mri = phantom_dir / "CT" / "01001.png", phantom_dir / "MRI" / "01001.png"
+    code, _, err = medfuse_run(capsys, ct, mri, "-o", tmp_path / "fused.png", "--model", model)
+    assert code == 0, err
+    assert "onnxruntime-cpu fp32" in err
+    np.testing.assert_array_equal(read_png_rgb(tmp_path / "fused.png"), expected_rgb(ct, mri))
+
+
+def test_dicom_pair_to_secondary_capture(capsys, tmp_path, model, phantom_dicom_dir):
+    ct, mri = phantom_dicom_dir / "CT" / "01" / "01002.dcm", phantom_dicom_dir / "MRI" / "01" / "01002.dcm"
+    out = tmp_path / "fused.dcm"
+    code, _, err = medfuse_run(capsys, ct, mri, "-o", out, "--model", model)
+    assert code == 0, err
+    ds = pydicom.dcmread(out)
+    assert ds.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage
+    assert ds.PatientID == pydicom.dcmread(ct).PatientID
+    np.testing.assert_array_equal(ds.pixel_array, expected_rgb(ct, mri))
+    assert dciodvfy_errors(out) == []
+
+
+def test_nifti_slice_pair(capsys, tmp_path, model, phantom_nifti_dir):
+    ct, mri = phantom_nifti_dir / "CT" / "01.nii.gz", phantom_nifti_dir / "MRI" / "01.nii.gz"
+    code, _, err = medfuse_run(capsys, ct, mri, "-o", tmp_path / "s.png", "--slice", 0, "--model", model)
+    assert code == 0, err
+    np.testing.assert_array_equal(read_png_rgb(tmp_path / "s.png"), expected_rgb(ct, mri, slice_index=0))
+
+
+def test_folder_of_pairs_with_json_summary(capsys, tmp_path, model, phantom_dir):
+    out = tmp_path / "fused"
+    code, stdout, err = medfuse_run(capsys, phantom_dir / "CT", phantom_dir / "MRI", "-o", out, "--model", model,
+                                    "--batch-size", 4, "--json")
+    assert code == 0, err
+    summary = json.loads(stdout)
+    names = sorted(p.stem for p in (phantom_dir / "CT").glob("*.png"))
+    assert summary["mode"] == "folder" and summary["counts"] == {"total": len(names), "ok": len(names), "failed": 0}
+    assert sorted(p.stem for p in out.glob("*.png")) == names
+    assert summary["preprocess"]["input_size"] == 32 and summary["backend"] == "onnxruntime-cpu"
+    name = names[-1]
+    np.testing.assert_array_equal(read_png_rgb(out / f"{name}.png"),
+                                  expected_rgb(phantom_dir / "CT" / f"{name}.png", phantom_dir / "MRI" / f"{name}.png"))
+
+
+def test_folder_with_a_corrupt_pair_writes_the_others_and_exits_non_zero(capsys, tmp_path, model, phantom_dir):
+    ct_dir, mri_dir = tmp_path / "CT", tmp_path / "MRI"
+    shutil.copytree(phantom_dir / "CT", ct_dir)
+    shutil.copytree(phantom_dir / "MRI", mri_dir)
+    (mri_dir / "01002.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (ct_dir / "99001.png").write_bytes((ct_dir / "01001.png").read_bytes())  # no MRI partner
+    code, stdout, err = medfuse_run(capsys, ct_dir, mri_dir, "-o", tmp_path / "out", "--model", model, "--json")
+    assert code == 1
+    summary = json.loads(stdout)
+    assert [f["name"] for f in summary["failures"]] == ["01002"]
+    assert "01002.png" in summary["failures"][0]["error"]
+    assert summary["counts"]["ok"] == summary["counts"]["total"] - 1
+    assert not (tmp_path / "out" / "01002.png").exists() and (tmp_path / "out" / "01001.png").is_file()
+    assert summary["unpaired"] == [str(ct_dir / "99001.png")]
+    assert "1 of" in err and "failed" in err
+
+
+def test_nested_dicom_folders_pair_by_relative_name(capsys, tmp_path, model, phantom_dicom_dir):
+    code, _, err = medfuse_run(capsys, phantom_dicom_dir / "CT", phantom_dicom_dir / "MRI", "-o", tmp_path / "o",
+                               "--model", model)
+    assert code == 0, err
+    assert sorted(str(p.relative_to(tmp_path / "o")) for p in (tmp_path / "o").rglob("*.png")) == \
+        sorted(str(p.relative_to(phantom_dicom_dir / "CT").with_suffix(".png"))
+               for p in (phantom_dicom_dir / "CT").rglob("*.dcm"))
+
+
+def test_nifti_volume_keeps_the_source_affine(capsys, tmp_path, model, phantom_nifti_dir):
+    ct, mri = phantom_nifti_dir / "CT" / "01.nii.gz", phantom_nifti_dir / "MRI" / "01.nii.gz"
+    out = tmp_path / "fused.nii.gz"
+    code, _, err = medfuse_run(capsys, ct, mri, "-o", out, "--model", model, "--batch-size", 2)
+    assert code == 0, err
+    src, fused = nib.load(ct), nib.load(out)
+    np.testing.assert_allclose(fused.affine, src.affine)
+    assert fused.shape == src.shape
+    middle = src.shape[2] // 2
+    back = io.read_image(out, slice_index=middle)  # the reader undoes the writer's RGB24 voxel layout
+    assert back.is_rgb
+    np.testing.assert_array_equal(back.pixels.astype(np.uint8), expected_rgb(ct, mri, slice_index=middle))
+
+
+def test_dicom_series_to_series_and_to_nifti(capsys, tmp_path, model, phantom_dicom_dir):
+    ct, mri = phantom_dicom_dir / "CT" / "02", phantom_dicom_dir / "MRI" / "02"
+    code, _, err = medfuse_run(capsys, ct, mri, "-o", tmp_path / "series", "--model", model)
+    assert code == 0, err
+    files = sorted((tmp_path / "series").glob("*.dcm"))
+    assert len(files) == len(list(ct.glob("*.dcm")))
+    uids = {pydicom.dcmread(f, stop_before_pixels=True).SeriesInstanceUID for f in files}
+    assert len(uids) == 1 and dciodvfy_errors(files[0]) == []
+    code, _, err = medfuse_run(capsys, ct, mri, "-o", tmp_path / "v.nii", "--model", model)
+    assert code == 0, err
+    assert nib.load(tmp_path / "v.nii").shape[:2] == (64, 64)
+
+
+# ------------------------------------------------------------------------------ options
+def test_overwrite(capsys, tmp_path, model, phantom_dir):
+    args = [phantom_dir / "CT" / "01001.png", phantom_dir / "MRI" / "01001.png", "-o", tmp_path / "f.png",
+            "--model", model]
+    (tmp_path / "f.png").write_bytes(b"keep me")
+    code, _, err = medfuse_run(capsys, *args)
+    assert code == 2 and "already exists" in err and "--overwrite" in err
+    assert (tmp_path / "f.png").read_bytes() == b"keep me"
+    code, _, err = medfuse_run(capsys, *args, "--overwrite")
+    assert code == 0, err
+    assert read_png_rgb(tmp_path / "f.png").shape == (64, 64, 3)
+
+
+def test_folder_refuses_existing_outputs_before_work(capsys, tmp_path, model, phantom_dir):
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "01001.png").write_bytes(b"x")
+    code, _, err = medfuse_run(capsys, phantom_dir / "CT", phantom_dir / "MRI", "-o", tmp_path / "o", "--model", model)
+    assert code == 2 and "already exists" in err
+    assert len(list((tmp_path / "o").iterdir())) == 1
+
+
+def test_side_by_side_and_metrics(capsys, tmp_path, model, phantom_dir):
+    ct, mri = phantom_dir / "CT" / "02002.png", phantom_dir / "MRI" / "02002.png"
+    code, stdout, err = medfuse_run(capsys, ct, mri, "-o", tmp_path / "f.png", "--side-by-side",
+                                    tmp_path / "sbs.png", "--metrics", "--json", "--model", model)
+    assert code == 0, err
+    sbs = read_png_rgb(tmp_path / "sbs.png")
+    assert sbs.shape[0] == 64 and sbs.shape[1] > 3 * 64
+    np.testing.assert_array_equal(sbs[:, -64:], read_png_rgb(tmp_path / "f.png"))
+    metrics = json.loads(stdout)["outputs"][0]["metrics"]
+    assert {"EN", "SSIM", "Qabf", "PSNR"} <= set(metrics) and metrics["EN"] > 0
+
+
+def test_window_and_clahe_overrides_change_preprocessing(capsys, tmp_path, model, phantom_dicom_dir):
+    ct, mri = phantom_dicom_dir / "CT" / "01" / "01001.dcm", phantom_dicom_dir / "MRI" / "01" / "01001.dcm"
+    code, stdout, err = medfuse_run(capsys, ct, mri, "-o", tmp_path / "b.png", "--window-preset", "bone",
+                                    "--clahe", "--json", "--model", model)
+    assert code == 0, err
+    pre = json.loads(stdout)["preprocess"]
+    assert (pre["ct_window_center"], pre["ct_window_width"], pre["clahe"]) == (600.0, 2800.0, True)
+    assert "differs from the model's training" in err
+    medfuse_run(capsys, ct, mri, "-o", tmp_path / "d.png", "--model", model)
+    assert not np.array_equal(read_png_rgb(tmp_path / "b.png"), read_png_rgb(tmp_path / "d.png"))
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--window", "40"], "CENTRE,WIDTH"),
+    (["--window", "40,0"], "positive"),
+    (["--window", "40,400", "--window-preset", "brain"], "not both"),
+    (["--window-preset", "lungs"], "brain"),
+])
+def test_bad_window_options(capsys, tmp_path, model, phantom_dir, args, needle):
+    code, _, err = medfuse_run(capsys, phantom_dir / "CT" / "01001.png", phantom_dir / "MRI" / "01001.png",
+                               "-o", tmp_path / "f.png", "--model", model, *args)
+    assert code == 2 and needle in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------ errors
+def test_mismatched_pair_names_both_files(capsys, tmp_path, model, phantom_dir):
+    small = tmp_path / "small.png"
+    cv2.imwrite(str(small), np.zeros((48, 64), np.uint8))
+    code, _, err = medfuse_run(capsys, phantom_dir / "CT" / "01001.png", small, "-o", tmp_path / "f.png",
+                               "--model", model)
+    assert code == 2 and "01001.png" in err and "small.png" in err and "Traceback" not in err
+    assert not (tmp_path / "f.png").exists()
+
+
+def test_foreign_onnx_is_one_line(capsys, tmp_path, phantom_dir):
+    write_model(tmp_path / "m" / "model.onnx", names=("image", "mask", "out"))
+    code, _, err = medfuse_run(capsys, phantom_dir / "CT" / "01001.png", phantom_dir / "MRI" / "01001.png",
+                               "-o", tmp_path / "f.png", "--model", tmp_path / "m")
+    assert code == 2 and "not a medfuse fusion model" in err and str(tmp_path / "m" / "model.onnx") in err
+    assert len(err.strip().splitlines()) <= 2  # the backend line and the error
+
+
+def test_no_model_says_how_to_make_one(capsys, tmp_path, phantom_dir, monkeypatch):
+    monkeypatch.delenv("MEDFUSE_MODEL", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    code, _, err = medfuse_run(capsys, phantom_dir / "CT" / "01001.png", phantom_dir / "MRI" / "01001.png",
+                               "-o", tmp_path / "f.png")
+    assert code == 2 and "medfuse-export" in err
+
+
+@pytest.mark.parametrize("out, needle", [("f.jpg", ".png or .dcm"), ("f.png", "both be files or both be folders")])
+def test_output_and_input_kind_errors(capsys, tmp_path, model, phantom_dir, out, needle):
+    mri = phantom_dir / "MRI" / "01001.png" if out == "f.jpg" else phantom_dir / "MRI"
+    code, _, err = medfuse_run(capsys, phantom_dir / "CT" / "01001.png", mri, "-o", tmp_path / out, "--model", model)
+    assert code == 2 and needle in err
+
+
+def test_explicit_backend_missing_is_one_line(capsys, tmp_path, model, phantom_dir):
+    code, _, err = medfuse_run(capsys, phantom_dir / "CT" / "01001.png", phantom_dir / "MRI" / "01001.png",
+                               "-o", tmp_path / "f.png", "--model", model, "--backend", "tensorrt")
+    assert code == 2 and "model.plan" in err
+
+
+def test_cli_module_imports_no_heavy_library():
+    code = ("import sys, medfuse.runtime.cli; "
+            "print(sorted(m for m in ('numpy', 'cv2', 'onnxruntime', 'pydicom', 'nibabel', 'torch') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_help_lists_the_options():
+    done = subprocess.run([sys.executable, "-m", "medfuse.runtime.cli", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0
+    for option in ("--model", "--backend", "--precision", "--batch-size", "--window", "--window-preset", "--clahe",
+                   "--side-by-side", "--metrics", "--json", "--overwrite"):
+        assert option in done.stdout
