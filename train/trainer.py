@@ -158,9 +158,14 @@ class Trainer:
         ct, mri = self._batch(ct, mri)
         if self.cfg.augment:
             ct, mri = self._batch(*augment_pair(ct, mri, self.run.augment, gen))
+        # A forward that overflows also writes NaN into BatchNorm running statistics: keep a copy.
+        buffers = [b.detach().clone() for b in self.model.buffers()]
         total, terms = self._forward_loss(self.net, ct, mri)
         self.optimizer.zero_grad(set_to_none=True)
         if not self._all_finite(total):
+            with torch.no_grad():
+                for b, saved in zip(self.model.buffers(), buffers):
+                    b.copy_(saved)
             return None
         self.scaler.scale(total).backward()
         self.scaler.unscale_(self.optimizer)

@@ -1,0 +1,179 @@
+"""medfuse-train end to end on phantom pairs with the tiny model: outputs, exact resume,
+pretrain -> finetune role mapping, non-finite losses, corrupt checkpoints."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from medfuse.train import cli
+from medfuse.train.checkpoint import load_checkpoint, load_model
+from medfuse.train.device import DistEnv
+from medfuse.train.run_config import RunConfig
+from medfuse.train.trainer import NonFiniteLoss, Trainer
+
+TINY = ["--model-size", "tiny", "--input-size", "64", "--batch-size", "2", "--precision", "fp32",
+        "--val-fraction", "0.3", "--warmup-epochs", "1", "--freeze-encoder-epochs", "1"]
+CONTRACT_KEYS = {
+    "format", "format_version", "medfuse_version", "model_config", "preprocess_config", "train_config",
+    "model_state", "epoch", "optimizer_state", "scheduler_state", "scaler_state", "rng_state",
+    "best_val_loss", "modality_pair",
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the machine is shared; tiny models gain nothing from more
+    yield
+    torch.set_num_threads(threads)
+
+
+def invoke(*args: str) -> str:
+    result = CliRunner().invoke(cli.app, [str(a) for a in args])
+    if result.exit_code != 0:
+        raise AssertionError(f"exit {result.exit_code}: {result.output}") from result.exception
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def finished_run(phantom_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "out"
+    output = invoke("finetune", "--data", phantom_dir, "--out", out, "--epochs", "3", "--checkpoint-every", "2", *TINY)
+    return out, output
+
+
+def test_run_writes_every_output(finished_run):
+    out, output = finished_run
+    names = {p.name for p in out.iterdir()}
+    assert {"best.pt", "last.pt", "epoch_002.pt", "history.json", "curves.png", "config.json"} <= names
+    assert not [n for n in names if n.startswith(".tmp")]
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "epoch   1/3" in output and "done: 3 epochs" in output and "1 held-out case(s): 0" in output
+
+    history = json.loads((out / "history.json").read_text())
+    assert history["val_images"] == 2 and history["train_images"] == 4 and history["val_cases"]
+    epochs = history["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    assert [e["frozen_encoders"] for e in epochs] == [True, False, False]
+    for e in epochs:
+        for split in ("train", "val"):
+            assert set(e[split]) >= {"total", "content", "structure", "detail", "consistency", "gradient", "medical"}
+        assert e["lr"]["encoders"] == pytest.approx(0.1 * e["lr"]["decoder"])
+        assert e["lr"]["fusion"] == pytest.approx(0.5 * e["lr"]["decoder"])
+        assert e["time_s"] > 0
+    assert epochs[0]["lr"]["decoder"] == pytest.approx(1e-5)  # warmup 1 epoch: full rate at epoch 1
+    assert epochs[2]["lr"]["decoder"] < epochs[1]["lr"]["decoder"]  # then cosine
+
+    ckpt = load_checkpoint(out / "last.pt")
+    assert CONTRACT_KEYS <= set(ckpt)
+    assert ckpt["epoch"] == 3 and ckpt["modality_pair"] == "ct-mri"
+    assert ckpt["model_config"]["roles"] == ["ct", "mri"] and ckpt["preprocess_config"]["input_size"] == 64
+    best = min(e["val"]["total"] for e in epochs)
+    assert load_checkpoint(out / "best.pt")["best_val_loss"] == pytest.approx(best)
+    model, model_cfg, pre_cfg, sha = load_model(out / "best.pt")
+    assert model_cfg.width == 8 and pre_cfg.input_size == 64 and len(sha) == 64
+
+
+def test_config_json_round_trips(finished_run):
+    out, _ = finished_run
+    saved = json.loads((out / "config.json").read_text())
+    run = RunConfig.defaults("finetune").merged(saved, "config.json")
+    assert run.to_dict() == saved
+    assert run.train.epochs == 3 and run.model.width == 8 and run.train.lr == 1e-5
+
+
+def test_resume_is_exact(finished_run, tmp_path):
+    """Epoch 3 resumed from the epoch-2 checkpoint gives the uninterrupted run's weights bit for bit."""
+    out, _ = finished_run
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copyfile(out / "epoch_002.pt", resumed / "last.pt")
+    output = invoke("finetune", "--resume", resumed)
+    assert "after epoch 2" in output
+    a, b = load_checkpoint(out / "last.pt"), load_checkpoint(resumed / "last.pt")
+    assert b["epoch"] == 3 and [e["epoch"] for e in b["history"]] == [1, 2, 3]
+    for key, value in a["model_state"].items():
+        assert torch.equal(value, b["model_state"][key]), key
+    assert a["scheduler_state"]["last_epoch"] == b["scheduler_state"]["last_epoch"] == 3
+
+
+def test_resume_refuses_other_settings(finished_run):
+    out, _ = finished_run
+    result = CliRunner().invoke(cli.app, ["finetune", "--resume", str(out), "--lr", "0.1"])
+    assert result.exit_code != 0 and "only" in str(result.exception)
+
+
+def test_pretrain_then_finetune_maps_roles(phantom_dir, tmp_path):
+    vis_ir = tmp_path / "vi"
+    shutil.copytree(phantom_dir / "CT", vis_ir / "vis")
+    shutil.copytree(phantom_dir / "MRI", vis_ir / "ir")
+    invoke("pretrain", "--data", vis_ir, "--out", tmp_path / "pre", "--epochs", "1", "--limit-pairs", "2", *TINY)
+    pre = load_checkpoint(tmp_path / "pre" / "last.pt")
+    assert pre["modality_pair"] == "vis-ir" and any(k.startswith("vis_encoder.") for k in pre["model_state"])
+    # no --model-size: the architecture comes from the --init checkpoint
+    args = [a for a in TINY if a not in ("--model-size", "tiny")]
+    output = invoke("finetune", "--data", phantom_dir, "--out", tmp_path / "ft", "--init", tmp_path / "pre" / "last.pt",
+                    "--epochs", "1", "--limit-pairs", "2", *args)
+    n = len(pre["model_state"])
+    assert "(vis_ -> ct_, ir_ -> mri_)" in output and f"{n} tensors loaded, 0 missing, 0 unexpected, 0 shape mismatches" in output
+    ft = load_checkpoint(tmp_path / "ft" / "last.pt")
+    assert ft["model_config"]["width"] == 8 and ft["model_config"]["roles"] == ["ct", "mri"]
+    # encoders were frozen for the only epoch: they must still be the pretrained ones
+    for key, value in pre["model_state"].items():
+        if key.startswith("vis_encoder.") and "running" not in key and "num_batches" not in key:
+            assert torch.equal(value, ft["model_state"][key.replace("vis_", "ct_", 1)]), key
+
+
+def _trainer(phantom_dir, tmp_path, **train) -> Trainer:
+    run = RunConfig.defaults("finetune")
+    run = run.updated("train", {"data": str(phantom_dir), "out": str(tmp_path / "o"), "precision": "fp32",
+                                "batch_size": 2, "val_fraction": 0.3, "epochs": 1, **train})
+    run = run.updated("model", {"encoder": "resnet18", "width": 8}).updated("preprocess", {"input_size": 64})
+    return Trainer(run, DistEnv())
+
+
+def test_non_finite_loss_skips_the_step_then_stops(phantom_dir, tmp_path):
+    trainer = _trainer(phantom_dir, tmp_path, max_nonfinite_steps=2, freeze_encoder_epochs=0)
+    real = trainer.loss_fn
+    calls = {"n": 0}
+
+    def first_nan(fused, ct, mri):
+        calls["n"] += 1
+        total, terms = real(fused, ct, mri)
+        return (total * float("nan"), terms) if calls["n"] == 1 else (total, terms)
+
+    trainer.loss_fn = first_nan
+    trainer.fit()
+    assert trainer.history[0]["train"]["skipped_steps"] == 1 and trainer.history[0]["train"]["total"] > 0
+
+    trainer = _trainer(phantom_dir, tmp_path / "b", max_nonfinite_steps=2, freeze_encoder_epochs=0)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.loss_fn = lambda fused, ct, mri: (fused.float().sum() * float("inf"), {})
+    with pytest.raises(NonFiniteLoss, match="2 consecutive non-finite losses"):
+        trainer.fit()
+    for key, value in trainer.model.state_dict().items():
+        assert torch.equal(value, before[key]), key  # weights (and BN statistics) untouched
+    assert all(not s for s in trainer.optimizer.state.values())  # no optimiser state either
+
+
+@pytest.mark.parametrize("flag", ["--init", "--resume"])
+def test_corrupt_checkpoint_is_one_line_exit_2(phantom_dir, tmp_path, monkeypatch, capsys, flag):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "last.pt").write_bytes(b"PK\x03\x04 this is not a checkpoint")
+    target = bad / "last.pt" if flag == "--init" else bad
+    argv = ["medfuse-train", "finetune", "--data", str(phantom_dir), flag, str(target)]
+    if flag == "--init":
+        argv += ["--out", str(tmp_path / "o")]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "last.pt" in err and "checkpoint" in err
