@@ -42,11 +42,8 @@ def _decode(ds: Dataset, path: Path) -> np.ndarray:
         return ds.pixel_array
     except Exception as err:  # pydicom raises many types for undecodable or truncated pixel data
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        raise MedfuseError(
-            f"its DICOM pixel data cannot be decoded (transfer syntax {syntax}; compressed data may need "
-            f"pylibjpeg or gdcm): {err}",
-            path,
-        ) from err
+        hint = " (compressed pixel data may need pylibjpeg or gdcm installed)" if syntax and syntax.is_compressed else ""
+        raise MedfuseError(f"its DICOM pixel data cannot be decoded{hint}: {err}", path) from err
 
 
 def _is_hu(ds: Dataset) -> bool:

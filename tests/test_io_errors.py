@@ -70,6 +70,7 @@ def test_truncated_dicom_pixel_data(tmp_path):
     (tmp_path / "cut.dcm").write_bytes(data[: len(data) - 5000])
     with pytest.raises(MedfuseError, match="cut.dcm"):
         read_image(tmp_path / "cut.dcm")
+    _raises(Path(pydicom.data.get_testdata_file("MR_truncated.dcm")), "cannot be decoded")
 
 
 def test_4d_nifti_is_refused():

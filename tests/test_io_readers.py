@@ -125,3 +125,12 @@ def test_two_dimensional_nifti(tmp_path):
     img = read_image(tmp_path / "flat.nii.gz")
     assert np.array_equal(img.pixels, pixels) and img.spacing == pytest.approx((0.5, 0.7)) and not img.is_hu
     assert read_volume(tmp_path / "flat.nii.gz").pixels.shape == (1, 12, 7)
+
+
+def test_multiframe_rgb_dicom_frames_and_volume():
+    path = pydicom.data.get_testdata_file("SC_rgb_rle_2frame.dcm")
+    frame = read_image(path, slice_index=1)
+    assert frame.is_rgb and frame.pixels.shape == (100, 100, 3) and frame.slice_index == 1
+    volume = read_volume(path)
+    assert volume.is_volume and volume.pixels.shape == (2, 100, 100, 3)
+    assert np.array_equal(volume.slice(1).pixels, frame.pixels)
