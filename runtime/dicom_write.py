@@ -1,4 +1,4 @@
-"""DICOM writers: RGB Secondary Capture (the fused output) and the phantom CT/MR series.
+"""DICOM writers: the fused output as RGB Secondary Capture, one file or a series.
 
 A fused image is a new, derived object: new SOP/Series UIDs, ImageType DERIVED\\SECONDARY,
 the patient and study of the CT it came from (so PACS files it with that study), and
@@ -16,13 +16,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import (
-    CTImageStorage,
-    ExplicitVRLittleEndian,
-    MRImageStorage,
-    SecondaryCaptureImageStorage,
-    generate_uid,
-)
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from .atomic import atomic_output
 from .image import MedicalImage
@@ -49,10 +43,9 @@ TYPE2_DEFAULTS = {  # attributes DICOM requires present, even if empty, when no 
     "StudyID": "",
     "AccessionNumber": "",
 }
-PHANTOM_SPACING_MM = (0.9, 0.9, 5.0)  # row, column, slice
 
 
-def _new_dataset(sop_class: str, sop_instance: str) -> Dataset:
+def new_dataset(sop_class: str, sop_instance: str) -> Dataset:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = sop_instance
@@ -70,7 +63,7 @@ def _stamp(ds: Dataset, when: dt.datetime) -> None:
     ds.ContentDate, ds.ContentTime = date, time
 
 
-def _save(ds: Dataset, path: Path) -> None:
+def save(ds: Dataset, path: Path) -> None:
     ds.save_as(path, enforce_file_format=True)
 
 
@@ -113,6 +106,35 @@ def _set_rgb_pixels(ds: Dataset, rgb: np.ndarray) -> None:
     ds.PixelData = np.ascontiguousarray(rgb).tobytes()
 
 
+def _series(ds: Dataset, ct: Dataset | None, series_uid: str) -> None:
+    ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber = "OT", series_uid, 1000
+    ds.SeriesDescription = "medfuse CT-MRI fusion"
+    for key in ("BodyPartExamined", "Laterality"):
+        if ct is not None and key in ct:
+            setattr(ds, key, ct[key].value)
+    if "BodyPartExamined" not in ds:
+        ds.Laterality = ""  # Type 2C: with the body part unknown it may be paired; empty means "not known"
+    ds.ConversionType = "WSD"  # workstation
+    ds.SecondaryCaptureDeviceManufacturer = ds.Manufacturer = SOFTWARE
+
+
+def _image(ds: Dataset, ct: Dataset | None, instance_number: int) -> None:
+    ds.InstanceNumber = instance_number
+    ds.PatientOrientation = ct.PatientOrientation if ct is not None and "PatientOrientation" in ct else ""
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.DerivationDescription = "CT-MRI image fusion by medfuse"
+    ds.BurnedInAnnotation = "NO"
+    if ct is not None and "PixelSpacing" in ct:
+        ds.PixelSpacing = ct.PixelSpacing  # the fused image is on the CT's pixel grid
+
+
+def _references(ds: Dataset, ct: Dataset | None, others: list[Dataset]) -> None:
+    sources = ([ct] if ct is not None else []) + others
+    if sources:
+        ds.SourceImageSequence = DicomSequence([_reference_item(s) for s in sources])
+        ds.ReferencedImageSequence = DicomSequence([_reference_item(sources[0])])
+
+
 def secondary_capture(
     rgb: np.ndarray,
     reference: MedicalImage | None,
@@ -124,33 +146,15 @@ def secondary_capture(
     when: dt.datetime | None = None,
 ) -> Dataset:
     """One RGB Secondary Capture dataset derived from `reference` (the CT) and `extra_sources`."""
-    ds = _new_dataset(SecondaryCaptureImageStorage, generate_uid())
-    sources = _source_datasets([reference, *extra_sources], slice_index)
-    ct_source = sources[0] if sources and reference is not None and reference.datasets else None
-    _copy_patient_study(ds, ct_source)
+    ds = new_dataset(SecondaryCaptureImageStorage, generate_uid())
+    ct = next(iter(_source_datasets([reference], slice_index)), None)
+    _copy_patient_study(ds, ct)
     _stamp(ds, when or dt.datetime.now())
-    if ct_source is None:  # a new study of its own: date it now
+    if ct is None:  # a new study of its own: date it now
         ds.StudyDate, ds.StudyTime, ds.StudyID = ds.ContentDate, ds.ContentTime, "1"
-    ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber = "OT", series_uid, 1000
-    ds.SeriesDescription = "medfuse CT-MRI fusion"
-    for key in ("BodyPartExamined", "Laterality"):
-        if ct_source is not None and key in ct_source:
-            setattr(ds, key, ct_source[key].value)
-    if "BodyPartExamined" not in ds:
-        ds.Laterality = ""  # Type 2C: with the body part unknown it may be paired; empty means "not known"
-    ds.ConversionType = "WSD"  # workstation
-    ds.SecondaryCaptureDeviceManufacturer = SOFTWARE
-    ds.Manufacturer = SOFTWARE
-    ds.InstanceNumber = instance_number
-    ds.PatientOrientation = ct_source.PatientOrientation if ct_source and "PatientOrientation" in ct_source else ""
-    ds.ImageType = ["DERIVED", "SECONDARY"]
-    ds.DerivationDescription = "CT-MRI image fusion by medfuse"
-    ds.BurnedInAnnotation = "NO"
-    if ct_source is not None and "PixelSpacing" in ct_source:
-        ds.NominalScannedPixelSpacing = ct_source.PixelSpacing
-    if sources:
-        ds.SourceImageSequence = DicomSequence([_reference_item(s) for s in sources])
-        ds.ReferencedImageSequence = DicomSequence([_reference_item(sources[0])])
+    _series(ds, ct, series_uid)
+    _image(ds, ct, instance_number)
+    _references(ds, ct, _source_datasets(extra_sources, slice_index))
     _set_rgb_pixels(ds, rgb)
     return ds
 
@@ -165,7 +169,7 @@ def write_dicom_secondary_capture(
     """Write one fused RGB image as a DICOM Secondary Capture file (atomic)."""
     ds = secondary_capture(rgb_uint8, reference, series_uid=generate_uid(), extra_sources=extra_sources)
     with atomic_output(path) as tmp:
-        _save(ds, tmp)
+        save(ds, tmp)
     return Path(path)
 
 
@@ -194,66 +198,5 @@ def write_dicom_series(
             )
             study_uid = study_uid or ds.StudyInstanceUID
             ds.StudyInstanceUID = study_uid  # one study even when no source supplies it
-            _save(ds, tmp / f"{i + 1:04d}.dcm")
-    return Path(folder)
-
-
-# ---- phantom series (CT Image and MR Image IODs) -------------------------------------------
-
-
-def _phantom_uid(*parts: object) -> str:
-    # Deterministic UIDs: the same phantom call writes byte-identical headers.
-    return generate_uid(entropy_srcs=["medfuse-phantom", *map(str, parts)])
-
-
-def _phantom_common(ds: Dataset, modality: str, case: int, index: int, depth: int) -> None:
-    ds.PatientName, ds.PatientID = f"Phantom^Case{case:02d}", f"MEDFUSE-PHANTOM-{case:02d}"
-    ds.PatientBirthDate, ds.PatientSex = "", "O"
-    ds.StudyInstanceUID = _phantom_uid("study", case)
-    ds.StudyDate, ds.StudyTime, ds.StudyID = "20250101", "120000", f"{case}"
-    ds.ReferringPhysicianName, ds.AccessionNumber = "", ""
-    ds.Modality, ds.SeriesInstanceUID = modality, _phantom_uid("series", case, modality)
-    ds.SeriesNumber, ds.PatientPosition = 1 if modality == "CT" else 2, "HFS"
-    ds.FrameOfReferenceUID = _phantom_uid("frame", case)  # CT and MR share it: they are registered
-    ds.PositionReferenceIndicator = ""
-    ds.BodyPartExamined = "HEAD"  # unpaired, so Laterality is not required
-    ds.Manufacturer = f"{SOFTWARE} phantom"
-    ds.InstanceNumber = index + 1
-    ds.ContentDate, ds.ContentTime = "20250101", "120000"
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    row, col, thick = PHANTOM_SPACING_MM
-    ds.PixelSpacing, ds.SliceThickness = [row, col], thick
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    z = (index - (depth - 1) / 2.0) * thick
-    ds.ImagePositionPatient, ds.SliceLocation = [-115.0, -115.0, z], z
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-
-
-def _phantom_ct(ds: Dataset, hu: np.ndarray) -> np.ndarray:
-    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
-    ds.KVP, ds.AcquisitionNumber = 120, 1
-    return np.clip(np.round(hu) + 1024, 0, 4095)
-
-
-def _phantom_mr(ds: Dataset, signal: np.ndarray) -> np.ndarray:
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
-    ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions = "SE", "NONE", ""
-    ds.MRAcquisitionType, ds.RepetitionTime, ds.EchoTime, ds.EchoTrainLength = "2D", 4000, 100, 1
-    ds.AcquisitionNumber = 1
-    return np.clip(np.round(signal * 4000.0), 0, 4095)
-
-
-def write_phantom_series(folder: str | os.PathLike, volume: np.ndarray, *, modality: str, case: int) -> Path:
-    """Write a (D, H, W) phantom volume as a CT (HU) or MR series, CCSSS.dcm per slice (atomic)."""
-    sop_class, to_stored = {"CT": (CTImageStorage, _phantom_ct), "MR": (MRImageStorage, _phantom_mr)}[modality]
-    with atomic_output(folder) as tmp:
-        tmp.mkdir()
-        for index, pixels in enumerate(volume):
-            ds = _new_dataset(sop_class, _phantom_uid("image", case, modality, index))
-            _phantom_common(ds, modality, case, index, len(volume))
-            stored = to_stored(ds, pixels).astype(np.uint16)
-            ds.Rows, ds.Columns = stored.shape
-            ds.PixelData = stored.tobytes()
-            _save(ds, tmp / f"{case:02d}{index + 1:03d}.dcm")
+            save(ds, tmp / f"{i + 1:04d}.dcm")
     return Path(folder)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dicom_write import PHANTOM_SPACING_MM, write_phantom_series
+from .phantom_dicom import PHANTOM_SPACING_MM, write_phantom_series
 from .preprocess import CT_WINDOW_PRESETS, window_ct
 from .writers import write_nifti_array, write_png
 

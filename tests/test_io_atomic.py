@@ -51,7 +51,7 @@ def test_png_writer_failing_mid_write_leaves_nothing(tmp_path, monkeypatch):
 def test_series_writer_failing_on_a_later_slice_leaves_no_folder(tmp_path, monkeypatch):
     from medfuse.runtime import dicom_write
 
-    real, calls = dicom_write._save, []
+    real, calls = dicom_write.save, []
 
     def flaky(ds, path):
         calls.append(path)
@@ -59,7 +59,7 @@ def test_series_writer_failing_on_a_later_slice_leaves_no_folder(tmp_path, monke
             raise OSError("interrupted")
         real(ds, path)
 
-    monkeypatch.setattr(dicom_write, "_save", flaky)
+    monkeypatch.setattr(dicom_write, "save", flaky)
     with pytest.raises(OSError):
         write_dicom_series(tmp_path / "fused", np.zeros((3, 8, 8, 3), np.uint8), None)
     assert not any(tmp_path.iterdir())

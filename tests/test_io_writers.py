@@ -75,7 +75,7 @@ def test_secondary_capture_passes_dciodvfy_and_carries_the_ct_study(tmp_path):
     assert ds.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage
     assert list(ds.ImageType) == ["DERIVED", "SECONDARY"] and ds.PhotometricInterpretation == "RGB"
     assert ds.PatientID == src.PatientID and ds.PatientName == src.PatientName
-    assert ds.StudyInstanceUID == src.StudyInstanceUID
+    assert ds.StudyInstanceUID == src.StudyInstanceUID and list(ds.PixelSpacing) == list(src.PixelSpacing)
     assert ds.SeriesInstanceUID != src.SeriesInstanceUID and ds.SOPInstanceUID != src.SOPInstanceUID
     refs = [item.ReferencedSOPInstanceUID for item in ds.SourceImageSequence]
     assert refs == [src.SOPInstanceUID, mr.datasets[0].SOPInstanceUID]
