@@ -1,8 +1,215 @@
-"""Console script `medfuse-bench` (placeholder until its issue lands)."""
+"""Console script `medfuse-bench`: latency, parity, quality and the full report.
 
-import sys
+Each command is a thin wrapper over `suite.run_suite`; the tables it prints are the ones
+report.md holds. `parity` exits 1 when any engine is over its tolerance (a release gate).
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from medfuse.benchmarks import tables
+from medfuse.benchmarks.baselines import BASELINES
+from medfuse.benchmarks.data import SPLITS, Selection
+from medfuse.benchmarks.suite import BenchOptions, SuiteResult, run_suite
+from medfuse.runtime.errors import MedfuseError, run_cli
+
+EXIT_PARITY_FAILED = 1
+
+app = typer.Typer(pretty_exceptions_enable=False, no_args_is_help=True, add_completion=False,
+                  help="Benchmarks of medfuse: latency, parity with PyTorch, and fusion quality against baselines.")
+
+CkptOpt = Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Checkpoint (.pt): the PyTorch reference.")]
+ArtOpt = Annotated[Optional[Path], typer.Option("--artifacts", "-a", help="Artifact folder written by medfuse-export.")]
+DataOpt = Annotated[Optional[Path], typer.Option("--data", help="Folder with CT/ (or PET/, SPECT/) and MRI/ pairs; "
+                                                               "default: generated phantoms.")]
+SplitOpt = Annotated[str, typer.Option("--split", help=f"Pairs of --data: {', '.join(SPLITS)} (val/train: the "
+                                                       "training run's case-held-out split).")]
+ValFracOpt = Annotated[float, typer.Option("--val-fraction", help="Validation share of the split (as training).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the split (as training).")]
+CaseRegexOpt = Annotated[str, typer.Option("--case-regex", help="Case key of a file name (Harvard: first 2 digits).")]
+CasesOpt = Annotated[Optional[str], typer.Option("--cases", help="Keep only pairs whose name matches this regex.")]
+LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="At most this many pairs, spread evenly.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads per engine "
+                                                                            "(default: physical cores).")]
+EngineOpt = Annotated[Optional[list[str]], typer.Option("--engine", "-e", help="Only this engine (repeatable), "
+                                                                               "e.g. onnxruntime-int8.")]
+BatchesOpt = Annotated[str, typer.Option("--batches", help="Comma-separated batch sizes.")]
+ItersOpt = Annotated[int, typer.Option("--iters", min=1, help="Timed calls per engine and batch.")]
+WarmupOpt = Annotated[int, typer.Option("--warmup", min=0, help="Untimed calls first (first-call builds included).")]
+SsimOpt = Annotated[float, typer.Option("--ssim-data-range", min=1e-6, help="SSIM data_range on the 0-255 scale; "
+                                                                            "2 reproduces the CDDFuse tables.")]
+BaselinesOpt = Annotated[str, typer.Option("--baselines", help=f"Comma-separated: {', '.join(BASELINES)}.")]
+JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the records to this JSON file.")]
+OverheadOpt = Annotated[bool, typer.Option("--overhead/--no-overhead", help="Pre/postprocessing and medfuse-run rows.")]
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise MedfuseError(f"{what} takes comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise MedfuseError(f"{what} needs positive integers, got {text!r}")
+    return values
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(v.strip() for v in text.split(",") if v.strip())
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        raise MedfuseError(f"unknown baseline {', '.join(unknown)}; valid: {', '.join(BASELINES)}")
+    return names
+
+
+def _options(checkpoint, artifacts, data, split, val_fraction, seed, case_regex, cases, limit, device, threads,
+             engine, **extra) -> BenchOptions:
+    for path, what in ((checkpoint, "checkpoint"), (artifacts, "artifact folder"), (data, "data folder")):
+        if path is not None and not path.exists():
+            raise MedfuseError(f"{what} not found", path)
+    sel = Selection(split, val_fraction, seed, case_regex, cases, limit)
+    return BenchOptions(checkpoint=checkpoint, artifacts=artifacts, data=data, selection=sel, device=device,
+                        threads=threads, engines=tuple(engine or ()), **extra)
+
+
+@contextmanager
+def _progress():
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), transient=False) as bar:
+        def add(description: str, total: int):
+            task = bar.add_task(description, total=total)
+            return lambda: bar.advance(task)
+
+        yield add
+
+
+def _run(opts: BenchOptions, sections: tuple[str, ...]) -> SuiteResult:
+    with _progress() as add:
+        return run_suite(opts, sections, add)
+
+
+def _print(res: SuiteResult, sections: tuple[str, ...]) -> None:
+    from rich.console import Console
+
+    console = Console()
+    console.print(f"data: {res.data}")
+    if res.skipped:
+        console.print(tables.rich_table(tables.skipped_table(res.skipped), "skipped"))
+    if "latency" in sections:
+        console.print(tables.rich_table(tables.latency_table(res.latency), f"latency ({res.settings['copies']})"))
+        if res.overhead:
+            console.print(tables.rich_table(tables.stage_table(res.overhead), "pre/postprocessing, medfuse-run"))
+    if "parity" in sections:
+        console.print(tables.rich_table(tables.parity_table(res.parity), "parity against PyTorch fp32"))
+    if "quality" in sections:
+        console.print(tables.rich_table(tables.quality_table(res.quality),
+                                        f"fusion quality (SSIM data_range {res.settings['ssim_data_range']:g})"))
+        if res.wins:
+            console.print(tables.rich_table(tables.wins_table(res.wins), "medfuse against each baseline"))
+
+
+def _write_json(path: Path | None, res: SuiteResult) -> None:
+    if path is None:
+        return
+    from medfuse.benchmarks.machine import machine_info
+    from medfuse.benchmarks.report import results_document
+    from medfuse.runtime.atomic import atomic_output
+
+    doc = results_document(res, machine_info(), "")
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+
+
+@app.command()
+def latency(checkpoint: CkptOpt = None, artifacts: ArtOpt = None, data: DataOpt = None, split: SplitOpt = "all",
+            val_fraction: ValFracOpt = 0.2, seed: SeedOpt = 0, case_regex: CaseRegexOpt = r"^(\d{2})",
+            cases: CasesOpt = None, limit: LimitOpt = None, device: DeviceOpt = "auto", threads: ThreadsOpt = None,
+            engine: EngineOpt = None, batches: BatchesOpt = "1,4,8", iters: ItersOpt = 10, warmup: WarmupOpt = 2,
+            overhead: OverheadOpt = True, json_out: JsonOpt = None) -> None:
+    """Latency of every engine that runs here, interleaved in one process, per batch size."""
+    opts = _options(checkpoint, artifacts, data, split, val_fraction, seed, case_regex, cases, limit, device,
+                    threads, engine, batches=_ints(batches, "--batches"), iters=iters, warmup=warmup,
+                    overhead=overhead)
+    if checkpoint is None and artifacts is None:
+        raise MedfuseError("latency needs a model: pass --checkpoint CKPT and/or --artifacts DIR")
+    res = _run(opts, ("latency",))
+    _print(res, ("latency",))
+    _write_json(json_out, res)
+
+
+@app.command()
+def parity(checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="Checkpoint: the PyTorch fp32 "
+                                                                               "reference.")],
+           artifacts: ArtOpt = None, data: DataOpt = None, split: SplitOpt = "all", val_fraction: ValFracOpt = 0.2,
+           seed: SeedOpt = 0, case_regex: CaseRegexOpt = r"^(\d{2})", cases: CasesOpt = None,
+           limit: LimitOpt = None, device: DeviceOpt = "auto", threads: ThreadsOpt = None, engine: EngineOpt = None,
+           pairs: Annotated[int, typer.Option("--pairs", min=1, help="Pairs compared.")] = 8,
+           json_out: JsonOpt = None) -> None:
+    """Each engine against PyTorch fp32; exits 1 when any row is over its precision's tolerance."""
+    if engine and "pytorch-fp32" not in engine:
+        engine = [*engine, "pytorch-fp32"]
+    opts = _options(checkpoint, artifacts, data, split, val_fraction, seed, case_regex, cases, limit, device,
+                    threads, engine, parity_pairs=pairs)
+    res = _run(opts, ("parity",))
+    _print(res, ("parity",))
+    _write_json(json_out, res)
+    if not res.parity_passed:
+        failed = ", ".join(r["engine"] for r in res.parity if not r["passed"])
+        typer.echo(f"parity FAILED: {failed}", err=True)
+        raise typer.Exit(EXIT_PARITY_FAILED)
+
+
+@app.command()
+def quality(data: DataOpt = None, split: SplitOpt = "all", val_fraction: ValFracOpt = 0.2, seed: SeedOpt = 0,
+            case_regex: CaseRegexOpt = r"^(\d{2})", cases: CasesOpt = None, limit: LimitOpt = None,
+            checkpoint: CkptOpt = None, artifacts: ArtOpt = None, device: DeviceOpt = "auto",
+            threads: ThreadsOpt = None, engine: EngineOpt = None, baselines: BaselinesOpt = ",".join(BASELINES),
+            ssim_data_range: SsimOpt = 255.0, json_out: JsonOpt = None) -> None:
+    """Fusion metrics of the classic baselines and of each medfuse engine on the same pairs."""
+    opts = _options(checkpoint, artifacts, data, split, val_fraction, seed, case_regex, cases, limit, device,
+                    threads, engine, baselines=_names(baselines), ssim_data_range=ssim_data_range)
+    res = _run(opts, ("quality",))
+    _print(res, ("quality",))
+    _write_json(json_out, res)
+
+
+@app.command()
+def report(out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.md, results.json, PNGs.")],
+           checkpoint: CkptOpt = None, artifacts: ArtOpt = None, data: DataOpt = None, split: SplitOpt = "all",
+           val_fraction: ValFracOpt = 0.2, seed: SeedOpt = 0, case_regex: CaseRegexOpt = r"^(\d{2})",
+           cases: CasesOpt = None, limit: LimitOpt = None, device: DeviceOpt = "auto", threads: ThreadsOpt = None,
+           engine: EngineOpt = None, batches: BatchesOpt = "1,4,8", iters: ItersOpt = 5, warmup: WarmupOpt = 1,
+           overhead: OverheadOpt = True, baselines: BaselinesOpt = ",".join(BASELINES),
+           ssim_data_range: SsimOpt = 255.0, pairs: Annotated[int, typer.Option("--pairs", min=1, help="Pairs "
+                                                                                "compared for parity.")] = 8,
+           examples: Annotated[int, typer.Option("--examples", min=0, help="Pairs in grid.png.")] = 4) -> None:
+    """Latency, parity and quality in one run: report.md, results.json and PNG plots in --out."""
+    from medfuse.benchmarks.machine import machine_info
+    from medfuse.benchmarks.report import write_report
+
+    opts = _options(checkpoint, artifacts, data, split, val_fraction, seed, case_regex, cases, limit, device,
+                    threads, engine, batches=_ints(batches, "--batches"), iters=iters, warmup=warmup,
+                    overhead=overhead, baselines=_names(baselines), ssim_data_range=ssim_data_range,
+                    parity_pairs=pairs, examples=examples)
+    sections = ("latency", "quality") + (("parity",) if checkpoint is not None else ())
+    res = _run(opts, sections)
+    if checkpoint is None:
+        res.skipped.append({"name": "parity", "reason": "no --checkpoint: parity compares with PyTorch fp32"})
+    written = write_report(out, res, machine_info())
+    _print(res, sections)
+    typer.echo("wrote " + ", ".join(str(p) for p in written))
+    if not res.parity_passed:
+        typer.echo("parity FAILED for: " + ", ".join(r["engine"] for r in res.parity if not r["passed"]), err=True)
+        raise typer.Exit(EXIT_PARITY_FAILED)
 
 
 def main() -> None:
-    print("medfuse-bench is not built yet.", file=sys.stderr)
-    sys.exit(2)
+    run_cli(app)

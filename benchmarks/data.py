@@ -1,0 +1,155 @@
+"""The image pairs a benchmark runs on: a folder of real pairs, or generated phantoms.
+
+A data folder holds `CT/` (or a functional `PET/` / `SPECT/` folder of pseudo-colour images) and
+`MRI/`, with one file name per registered pair (the Harvard layout). Every pair carries, beside
+the images as read, its two 8-bit gray references: what the metrics compare a fusion with and
+what the classic baselines fuse. For 8-bit files those are the file's own pixels (luma for
+colour), exactly as published evaluations read them; other inputs (HU DICOM, NIfTI) go through
+the model's own CT windowing / MRI normalisation first.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medfuse.runtime.errors import MedfuseError
+from medfuse.runtime.image import MedicalImage
+from medfuse.runtime.preprocess import PreprocessConfig, ct_to_unit, mri_to_unit
+
+SOURCE_DIRS = ("ct", "pet", "spect")  # the first (structural or functional) image of a pair
+MRI_DIRS = ("mri", "mr")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm")
+SPLITS = ("all", "train", "val")
+PHANTOM_CASES, PHANTOM_SLICES = 2, 2  # 4 phantom pairs: a report in minutes on a 2-core CPU
+
+
+@dataclass
+class Pair:
+    name: str  # file name shared by the two images
+    ct: MedicalImage  # the first source (CT, or PET/SPECT pseudo-colour)
+    mri: MedicalImage
+    ref_ct: np.ndarray  # uint8 (H, W): the gray reference of the first source
+    ref_mri: np.ndarray  # uint8 (H, W)
+
+    @property
+    def colour(self) -> bool:
+        return self.ct.is_rgb
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which pairs of a folder to use: a case-held-out split (train/split.py), a regex, a limit."""
+
+    split: str = "all"  # all | train | val
+    val_fraction: float = 0.2  # the training run's default
+    seed: int = 0
+    case_regex: str = r"^(\d{2})"  # case key of a file stem (Harvard: first two digits)
+    cases: str | None = None  # keep only names matching this regex (e.g. '^(28|41)')
+    limit: int | None = None  # at most this many pairs, evenly spread over the sorted list
+
+
+def _subdir(folder: Path, names: tuple[str, ...]) -> Path | None:
+    for child in sorted(folder.iterdir()):
+        if child.is_dir() and child.name.lower() in names:
+            return child
+    return None
+
+
+def _images(folder: Path) -> dict[str, Path]:
+    return {p.name: p for p in sorted(folder.iterdir())
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES}
+
+
+def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
+    """(name, first source, MRI) for each file name present in both subfolders, sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MedfuseError("data folder does not exist or is not a folder", folder)
+    src, mri = _subdir(folder, SOURCE_DIRS), _subdir(folder, MRI_DIRS)
+    if src is None or mri is None:
+        raise MedfuseError("data folder needs a CT/ (or PET/, SPECT/) and an MRI/ subfolder", folder)
+    a, b = _images(src), _images(mri)
+    names = sorted(a.keys() & b.keys())
+    if not names:
+        raise MedfuseError(f"no pairs: no file name is in both {src.name}/ and {mri.name}/", folder)
+    return [(n, a[n], b[n]) for n in names]
+
+
+def _spread(items: list, limit: int | None) -> list:
+    if limit is None or len(items) <= limit:
+        return items
+    idx = np.linspace(0, len(items) - 1, limit).round().astype(int)
+    return [items[i] for i in idx]
+
+
+def select(names: list[str], sel: Selection) -> list[str]:
+    """The names `sel` keeps, in sorted order."""
+    if sel.split not in SPLITS:
+        raise MedfuseError(f"unknown split {sel.split!r}; valid: {', '.join(SPLITS)}")
+    keep = sorted(names)
+    if sel.split != "all":
+        from medfuse.train.split import split_by_case  # the training run's own rule, not a copy
+
+        stems = {Path(n).stem: n for n in keep}
+        train, val = split_by_case(list(stems), sel.val_fraction, sel.case_regex, sel.seed)
+        keep = sorted(stems[s] for s in (val if sel.split == "val" else train))
+    if sel.cases:
+        try:
+            pattern = re.compile(sel.cases)
+        except re.error as err:
+            raise MedfuseError(f"--cases is not a valid regular expression ({err})") from None
+        keep = [n for n in keep if pattern.search(n)]
+    return _spread(keep, sel.limit)
+
+
+def _reference(img: MedicalImage, to_unit, cfg: PreprocessConfig) -> np.ndarray:
+    """The 8-bit gray image a metric compares against."""
+    from medfuse.runtime.metrics import to_gray255
+
+    if img.bit_depth == 8 and not img.is_hu:
+        return to_gray255(np.clip(np.round(img.pixels), 0, 255)).astype(np.uint8)
+    return np.round(np.clip(to_unit(img, cfg), 0, 1) * 255).astype(np.uint8)
+
+
+def load_pairs(folder: str | Path, sel: Selection = Selection(), cfg: PreprocessConfig | None = None) -> list[Pair]:
+    from medfuse.runtime.io import read_image
+
+    cfg = cfg or PreprocessConfig()
+    found = {name: (a, b) for name, a, b in find_pairs(folder)}
+    names = select(list(found), sel)
+    if not names:
+        raise MedfuseError("no pairs left after the split/--cases selection", folder)
+    pairs = []
+    for name in names:
+        ct, mri = read_image(found[name][0]), read_image(found[name][1])
+        pairs.append(Pair(name, ct, mri, _reference(ct, ct_to_unit, cfg), _reference(mri, mri_to_unit, cfg)))
+    return pairs
+
+
+@contextmanager
+def dataset(data: Path | None, n_cases: int = PHANTOM_CASES, slices: int = PHANTOM_SLICES,
+            size: int = 256) -> Iterator[tuple[Path, bool]]:
+    """The folder to benchmark on, and whether it is real data: `data`, else phantoms written
+    (8-bit PNG, the Harvard form) to a temporary folder that lives as long as the context."""
+    if data is not None:
+        yield Path(data), True
+        return
+    from medfuse.runtime.phantom import write_phantom_dataset
+
+    with tempfile.TemporaryDirectory(prefix="medfuse-bench-") as tmp:
+        yield write_phantom_dataset(Path(tmp) / "phantoms", n_cases=n_cases, slices_per_case=slices, size=size), False
+
+
+def describe(pairs: list[Pair], folder: Path, real: bool, sel: Selection) -> str:
+    if not real:
+        return f"{len(pairs)} phantom pairs (runtime.phantom, 8-bit PNG, 256 px)"
+    what = f"{len(pairs)} pairs from {folder} (split {sel.split}"
+    what += f", cases /{sel.cases}/" if sel.cases else ""
+    return what + ")"

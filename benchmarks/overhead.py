@@ -1,0 +1,85 @@
+"""What the executor adds around the engine: pre/postprocessing per pair, and medfuse-run end to end.
+
+Engine latency alone hides decoding, windowing, letterboxing, encoding and writing; these rows
+make that overhead visible next to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from medfuse.benchmarks.data import find_pairs
+from medfuse.runtime.preprocess import PreprocessConfig, prepare_pair, to_uint8_image
+
+
+@dataclass(frozen=True)
+class StageRow:
+    stage: str  # read | preprocess | postprocess | medfuse-run (per pair) | ...
+    ms_per_pair: float  # median over pairs (and repeats) for stages; mean for the end-to-end run
+    pairs: int
+    note: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1e3
+
+
+def measure_prepost(folder: Path, cfg: PreprocessConfig, limit: int = 8, repeats: int = 3) -> list[StageRow]:
+    """Per-pair time of reading both files, prepare_pair, and to_uint8_image + PNG write."""
+    from medfuse.runtime.io import read_image
+    from medfuse.runtime.writers import write_png
+
+    pairs = find_pairs(folder)[:limit]
+    read, pre, post = [], [], []
+    with tempfile.TemporaryDirectory(prefix="medfuse-bench-post-") as tmp:
+        for _ in range(repeats):
+            for name, a, b in pairs:
+                t0 = time.perf_counter()
+                ct, mri = read_image(a), read_image(b)
+                t1 = time.perf_counter()
+                prepared = prepare_pair(ct, mri, cfg)
+                t2 = time.perf_counter()
+                # the CT input stands in for a model output: same shape, same work to restore and write
+                write_png(Path(tmp) / f"{Path(name).stem}.png", to_uint8_image(prepared.ct, prepared.geometry))
+                t3 = time.perf_counter()
+                read.append(t1 - t0)
+                pre.append(t2 - t1)
+                post.append(t3 - t2)
+    n = len(pairs)
+    return [
+        StageRow("read (CT + MRI files)", _median_ms(read), n, "runtime.io.read_image, both images"),
+        StageRow("preprocess", _median_ms(pre), n, f"prepare_pair: window/normalise, letterbox to {cfg.input_size}"),
+        StageRow("postprocess", _median_ms(post), n, "to_uint8_image (un-letterbox) + PNG write"),
+    ]
+
+
+def measure_end_to_end(folder: Path, artifacts: Path, backend: str = "onnxruntime-cpu",
+                       precision: str = "fp32") -> list[StageRow]:
+    """One in-process `medfuse-run CT/ MRI/ -o OUT` over the folder: wall time per pair."""
+    from medfuse.runtime.run import Request, execute
+
+    pairs = find_pairs(folder)
+    ct_dir, mri_dir = pairs[0][1].parent, pairs[0][2].parent
+    with tempfile.TemporaryDirectory(prefix="medfuse-bench-run-") as tmp:
+        request = Request(ct=ct_dir, mri=mri_dir, output=Path(tmp) / "out", model=artifacts,
+                          backend=backend, precision=precision, json_output=True)
+        sink = io.StringIO()
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            summary = execute(request)
+    seconds, n = summary["seconds"], max(1, summary["counts"]["ok"])
+    what = f"{summary['backend']} {summary['precision']}, {summary['counts']['ok']} of {len(pairs)} pairs"
+    return [
+        StageRow("medfuse-run, fusing (per pair)", seconds["fuse"] / n * 1e3, n,
+                 f"{what}; read, preprocess, engine, write, pipelined"),
+        StageRow("medfuse-run, total incl. model load (per pair)", seconds["total"] / n * 1e3, n,
+                 f"model load once: {seconds['load_model'] * 1e3:.0f} ms"),
+    ]

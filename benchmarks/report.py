@@ -1,0 +1,105 @@
+"""`medfuse-bench report -o DIR`: report.md, results.json and PNG plots from one suite run."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+
+from medfuse.benchmarks import plots, tables
+from medfuse.benchmarks.suite import SuiteResult
+from medfuse.runtime.atomic import atomic_output
+from medfuse.runtime.errors import MedfuseError
+
+SCHEMA = "medfuse-bench-report/1"
+REPORT_MD, RESULTS_JSON = "report.md", "results.json"
+LATENCY_PNG, QUALITY_PNG, GRID_PNG = "latency.png", "quality.png", "grid.png"
+
+SSIM_NOTE = ("SSIM = SSIM(F, CT) + SSIM(F, MRI), 7x7 uniform window, sample covariance, data_range = {dr:g} "
+             "for 8-bit images. The CDDFuse evaluator called scikit-image without data_range on float "
+             "images, which older scikit-image turned into 2 (the float dtype range): its tables are "
+             "reproduced with `--ssim-data-range 2` and read lower.")
+METRIC_NOTE = ("Metrics on 8-bit gray (colour on BT.601 luma), as the CDDFuse evaluator: EN in bits, "
+               "MI = MI(F, CT) + MI(F, MRI) in nats, SCD = corr(CT, F - MRI) + corr(MRI, F - CT), "
+               "VIF = VIF(CT, F) + VIF(MRI, F) pixel domain 4 scales noise variance 2, Qabf Sobel with "
+               "Xydeas-Petrovic constants, PSNR peak max(F) against the mean MSE to both sources. "
+               "Each figure is the mean over the pairs.")
+
+
+def _json_safe(value):
+    """JSON has no NaN/Infinity: such floats become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def results_document(res: SuiteResult, machine: dict, generated: str) -> dict:
+    return _json_safe({"schema": SCHEMA, "generated": generated, "machine": machine, **res.to_json()})
+
+
+def _section(title: str, table: tables.Table, note: str = "") -> list[str]:
+    out = [f"## {title}", ""]
+    if note:
+        out += [note, ""]
+    return out + ([tables.markdown(table), ""] if table[1] else ["(no rows)", ""])
+
+
+def render_markdown(doc: dict, images: list[str]) -> str:
+    s = doc["settings"]
+    lines = [
+        "# medfuse benchmark report", "",
+        f"Generated {doc['generated']} by `medfuse-bench report` (medfuse {doc['machine']['medfuse']}) "
+        f"on {doc['data']}.", "",
+    ]
+    lines += _section("Machine and versions", (["item", "value"], [[k, str(v)] for k, v in doc["machine"].items()]))
+    engines = [[e["name"], e["device"], "ran"] for e in doc["engines"]]
+    engines += [[k["name"], "-", f"skipped: {k['reason']}"] for k in doc["skipped"]]
+    lines += _section("Engines", (["engine", "device", "status"], engines))
+    flops = doc.get("flops_per_image")
+    flops_text = f"{flops / 1e9:.2f} GFLOP per image" if flops else "FLOP count unavailable"
+    lines += _section("Latency", tables.latency_table(doc["latency"]),
+                      f"Input {s['input_size']} x {s['input_size']}, {s['warmup']} warm-up and {s['iters']} timed "
+                      f"calls per engine and batch, engines interleaved; {s['copies']}; {s['threads']} CPU threads; "
+                      f"model {flops_text}. Speedup: PyTorch eager fp32 p50 / this p50, same run.")
+    if doc["overhead"]:
+        lines += _section("Pre/postprocessing and medfuse-run, per pair", tables.stage_table(doc["overhead"]))
+    lines += _section("Parity against PyTorch fp32", tables.parity_table(doc["parity"]),
+                      "Outputs in [0, 1]; PSNR with peak 1; dX = mean change of fusion metric X. A row fails "
+                      "over its precision's tolerance (export/parity.py; bf16 in benchmarks/parity.py).")
+    lines += _section("Fusion quality", tables.quality_table(doc["quality"]),
+                      METRIC_NOTE + " " + SSIM_NOTE.format(dr=s["ssim_data_range"]))
+    if doc["wins"]:
+        lines += _section("medfuse against each baseline", tables.wins_table(doc["wins"]),
+                          "Higher is better on each of EN, SD, SF, MI, SCD, VIF, Qabf, SSIM.")
+    lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in images] + [""]
+    return "\n".join(lines)
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_report(out_dir: Path, res: SuiteResult, machine: dict) -> list[Path]:
+    """Write every report file into `out_dir` (created); returns the paths written."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MedfuseError("report output exists and is not a folder", out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    doc = results_document(res, machine, generated)
+    written: list[Path] = []
+    if doc["latency"]:
+        written.append(plots.latency_chart(doc["latency"], out_dir / LATENCY_PNG))
+    if doc["quality"]:
+        written.append(plots.quality_chart(doc["quality"], out_dir / QUALITY_PNG))
+    if res.examples:
+        written.append(plots.comparison_grid(res.examples, out_dir / GRID_PNG))
+    _write_text(out_dir / RESULTS_JSON, json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    _write_text(out_dir / REPORT_MD, render_markdown(doc, [p.name for p in written]))
+    return [out_dir / REPORT_MD, out_dir / RESULTS_JSON, *written]
