@@ -25,6 +25,8 @@ CSF = (5.0, 0.95)
 OEDEMA = (18.0, 0.85)
 CALCIFICATION = (700.0, 0.08)
 
+TEXTURE_HU, TEXTURE_MRI = 6.0, 0.05  # amplitude of the smooth heterogeneity inside the brain
+
 PHANTOM_FORMATS = ("png", "dicom", "nifti")
 
 
@@ -101,6 +103,15 @@ def _labels(size: int, slice_pos: float, anatomy: _Anatomy) -> list[tuple[np.nda
     return layers
 
 
+def _texture(size: int, seed: int, slice_pos: float) -> np.ndarray:
+    """Smooth tissue heterogeneity in [-1, 1], shared by CT and MRI, drifting with the slice."""
+    rng = np.random.default_rng([seed, 7])
+    coarse = rng.uniform(-1.0, 1.0, (2, 12, 12)).astype(np.float32)
+    angle = np.pi / 2 * float(np.clip(slice_pos, 0.0, 1.0))
+    field = np.cos(angle) * coarse[0] + np.sin(angle) * coarse[1]
+    return np.clip(cv2.resize(field, (size, size), interpolation=cv2.INTER_CUBIC), -1.0, 1.0)
+
+
 def make_phantom_pair(
     size: int = 256, seed: int = 0, slice_pos: float = 0.5, noise: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -114,8 +125,12 @@ def make_phantom_pair(
         raise ValueError(f"phantom size must be at least 16, got {size}")
     ct = np.full((size, size), AIR[0], np.float32)
     mri = np.full((size, size), AIR[1], np.float32)
+    brain = np.zeros((size, size), bool)
     for mask, (hu, signal) in _labels(size, slice_pos, _anatomy(seed)):
         ct[mask], mri[mask] = hu, signal
+        brain[mask] = (hu, signal) in (GREY, WHITE)
+    texture = _texture(size, seed, slice_pos) * brain
+    ct, mri = ct + texture * TEXTURE_HU, mri + texture * TEXTURE_MRI
     # A slight blur stands in for the scanner's point spread, so edges are not one-pixel steps.
     sigma = max(size / 400.0, 0.5)
     ct, mri = (cv2.GaussianBlur(img, (0, 0), sigma) for img in (ct, mri))
