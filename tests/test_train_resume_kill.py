@@ -1,0 +1,62 @@
+"""A training process killed mid-epoch resumes from its last checkpoint and finishes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from medfuse.runtime.phantom import write_phantom_dataset
+from medfuse.train import cli
+from medfuse.train.checkpoint import load_checkpoint
+
+ARGS = ["--model-size", "tiny", "--input-size", "64", "--batch-size", "1", "--precision", "fp32",
+        "--val-fraction", "0.3", "--warmup-epochs", "1", "--freeze-encoder-epochs", "1", "--epochs", "3"]
+
+
+@pytest.mark.slow
+def test_kill_mid_epoch_then_resume(tmp_path):
+    data = write_phantom_dataset(tmp_path / "d", n_cases=3, slices_per_case=4, size=64)  # 8 train steps/epoch
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "medfuse.train.cli", "finetune", "--data", str(data), "--out", str(out), *ARGS],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    try:
+        seen = []
+        for line in proc.stdout:  # the epoch-1 summary is printed after its checkpoint is written
+            seen.append(line)
+            if line.startswith("epoch   1/3"):
+                break
+        else:
+            raise AssertionError("training ended before epoch 1:\n" + "".join(seen))
+        time.sleep(0.3)  # into epoch 2
+        assert proc.poll() is None, "training finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+
+    saved = load_checkpoint(out / "last.pt")
+    assert saved["epoch"] == 1
+    assert not [p for p in out.iterdir() if p.name.startswith(".tmp")]  # no half-written file left
+
+    torch.set_num_threads(1)
+    result = CliRunner().invoke(cli.app, ["finetune", "--resume", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "after epoch 1" in result.output and "epoch   1/3" not in result.output and "epoch   2/3" in result.output
+    final = load_checkpoint(out / "last.pt")
+    assert final["epoch"] == 3
+    history = json.loads((out / "history.json").read_text())["epochs"]
+    assert [e["epoch"] for e in history] == [1, 2, 3]
+    assert history[0] == json.loads(json.dumps(saved["history"][0]))  # epoch 1 kept as it was
