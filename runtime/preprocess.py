@@ -44,6 +44,7 @@ CT_WINDOW_PRESETS: dict[str, tuple[float, float]] = {
 }
 
 INTERPOLATIONS = ("area", "linear", "cubic", "nearest")
+GRAY_TOLERANCE = 0.01  # mean channel spread, as a fraction of the range, below which RGB counts as gray
 
 
 @dataclass(frozen=True)
@@ -150,14 +151,17 @@ def ct_to_unit(ct: MedicalImage, cfg: PreprocessConfig) -> np.ndarray:
 def mri_to_unit(mri: MedicalImage, cfg: PreprocessConfig) -> np.ndarray:
     """An MRI image -> (H, W) float32 in [0, 1] by percentile clipping.
 
-    RGB whose channels are equal is gray saved as colour and is accepted; a truly coloured image
-    is refused, since its signal sits in the hue (a PET/SPECT map, a screenshot) and gray would lose it.
+    RGB whose channels are (nearly: JPEG blurs chroma) equal is gray saved as colour and is
+    accepted; a truly coloured image is refused, since its signal sits in the hue (a PET/SPECT
+    map, a screenshot) and gray would lose it.
     """
     pixels = mri.pixels
     if mri.is_rgb:
-        if np.ptp(pixels, axis=-1).max() > 1e-3 * max(1.0, float(np.abs(pixels).max())):
+        gray = pixels.mean(axis=-1)
+        spread = float(np.abs(pixels - gray[..., None]).mean())
+        if spread > GRAY_TOLERANCE * max(float(np.ptp(pixels)), 1e-6):
             raise MedfuseError("the MRI is a colour image; MRI input must be grayscale (is it a PET/SPECT map?)", mri.path)
-        pixels = pixels[..., 0]
+        pixels = gray
     return normalize_mri(pixels, cfg.mri_percentile_low, cfg.mri_percentile_high)
 
 

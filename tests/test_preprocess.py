@@ -177,3 +177,13 @@ def test_harvard_pairs_preprocess(shared_data):
         pair = prepare_pair(read_image(ct_path), read_image(ct_dir.parent / "MRI" / ct_path.name), PreprocessConfig())
         assert pair.ct.shape == (3, 256, 256) and pair.mri.shape == (1, 256, 256)
         assert 0 <= pair.ct.min() and pair.ct.max() <= 1 and pair.mri.max() == pytest.approx(1.0)
+
+
+def test_gray_mri_saved_as_rgb_jpeg_is_accepted(tmp_path):
+    yy, xx = np.mgrid[:64, :64]
+    gray = ((np.sin(xx / 5) + np.cos(yy / 7)) * 60 + 128).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "mri.jpg"), cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), [cv2.IMWRITE_JPEG_QUALITY, 70])
+    mri = read_image(tmp_path / "mri.jpg")
+    assert mri.is_rgb  # JPEG keeps three (slightly unequal) channels
+    pair = prepare_pair(_img(gray, "ct.png"), mri, CFG)
+    assert pair.mri.shape == (1, 64, 64) and pair.mri.max() == pytest.approx(1.0)
