@@ -153,11 +153,14 @@ def test_default_config_size_matches_spec():
     with torch.device("meta"):
         model = build_model(ModelConfig())
         spec_prototype = build_model(ModelConfig(decoder_upsample="transpose2"))
+        bilinear_transpose = build_model(ModelConfig(decoder_upsample="transpose4"))
     assert 54.5e6 < count_parameters(model) < 56e6  # 55.19 M
     assert 27e9 < count_flops(model, 256) < 29.5e9  # 28.2 GFLOP per 256x256 pair
     # The prototype decoder gives the reference figures (about 54 M, about 25 GFLOP).
     assert 54e6 < count_parameters(spec_prototype) < 54.6e6
     assert 25e9 < count_flops(spec_prototype, 256) < 26e9
+    assert 56e6 < count_parameters(bilinear_transpose) < 57e6  # 56.41 M, 26.5 GFLOP
+    assert 26e9 < count_flops(bilinear_transpose, 256) < 27e9
 
 
 @pytest.mark.slow

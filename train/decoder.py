@@ -18,7 +18,7 @@ from torch import nn
 from .attention import conv_bn_relu
 
 # Bilinear x2 (align_corners=False) as a separable kernel of a stride-2 transposed conv, padding 1.
-_BILINEAR_4 = torch.tensor([0.25, 0.75, 0.75, 0.25])
+_BILINEAR_4 = (0.25, 0.75, 0.75, 0.25)
 
 
 class BilinearUpsample(nn.Module):
@@ -32,7 +32,8 @@ def _bilinear_transpose(in_channels: int, out_channels: int) -> nn.ConvTranspose
     layer = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=4, stride=2, padding=1, bias=False)
     mix = torch.empty(out_channels, in_channels, 1, 1)
     nn.init.kaiming_normal_(mix, mode="fan_out", nonlinearity="relu")
-    kernel = torch.outer(_BILINEAR_4, _BILINEAR_4)
+    taps = torch.tensor(_BILINEAR_4, device=mix.device)  # follows a `with torch.device(...)` context
+    kernel = torch.outer(taps, taps)
     with torch.no_grad():
         layer.weight.copy_(mix[:, :, 0, 0].t()[:, :, None, None] * kernel)
     return layer
