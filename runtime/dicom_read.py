@@ -24,9 +24,20 @@ PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 def load_dataset(path: Path, *, force: bool = False) -> Dataset:
     """Parse one DICOM file; a parse failure becomes a MedfuseError naming the file."""
     try:
-        return pydicom.dcmread(path, force=force)
+        ds = pydicom.dcmread(path, force=force)
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as err:
         raise MedfuseError(f"is not a readable DICOM file ({err.__class__.__name__}: {err})", path) from err
+    forced = force and getattr(ds, "preamble", None) is None
+    if forced and not _looks_like_dicom(ds):  # forced parsing turns any bytes into some "elements"
+        raise MedfuseError("is not a DICOM file (no DICM marker and no SOP class, modality or image size)", path)
+    return ds
+
+
+def _looks_like_dicom(ds: Dataset) -> bool:
+    try:
+        return any(key in ds for key in ("SOPClassUID", "Modality", "Rows"))
+    except Exception:  # noqa: BLE001 (garbage parsed under force may fail on any access)
+        return False
 
 
 def _has_pixels(ds: Dataset) -> bool:
@@ -115,9 +126,9 @@ def _series_files(folder: Path) -> list[Dataset]:
     datasets = []
     for file in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
         try:
-            ds = pydicom.dcmread(file, force=file.suffix.lower() == ".dcm")
-        except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError):
-            continue  # notes, thumbnails and DICOMDIR-like files beside the slices are not slices
+            ds = load_dataset(file, force=file.suffix.lower() == ".dcm")
+        except MedfuseError:
+            continue  # notes, thumbnails and other files beside the slices are not slices
         if _has_pixels(ds):
             ds.filename = str(file)
             datasets.append(ds)

@@ -112,3 +112,8 @@ def test_single_dicom_file_is_not_a_volume():
 def test_sixteen_bit_png_is_read_not_refused(tmp_path):
     img = read_image(_png(tmp_path / "deep.png", np.full((8, 8), 40000, np.uint16)))
     assert img.bit_depth == 16 and float(img.pixels.max()) == 40000.0
+
+
+def test_text_file_with_dcm_extension(tmp_path):
+    (tmp_path / "scan.dcm").write_text("patient notes, not a DICOM file\n" * 20)
+    _raises(tmp_path / "scan.dcm", "not a DICOM file")
