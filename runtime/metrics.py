@@ -181,9 +181,11 @@ def vif_single(ref: np.ndarray, dist: np.ndarray) -> float:
     num = den = 0.0
     for scale in range(4):
         win = _gaussian_window(2 ** (4 - scale) + 1)
-        if scale > 0:
+        if scale > 0 and min(ref.shape) >= win.shape[0]:
             ref = _filter_valid(ref, win)[::2, ::2]
             dist = _filter_valid(dist, win)[::2, ::2]
+        if min(ref.shape) < win.shape[0]:
+            break  # image smaller than this scale's window: it and the coarser scales carry nothing
         n, d = _vif_scale_terms(ref, dist, win)
         num, den = num + n, den + d
     # A flat reference carries no information; the reference code scores that 1.

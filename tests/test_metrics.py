@@ -108,6 +108,13 @@ def test_qabf_perfect_and_flat(textured, other):
     assert M.qabf(np.zeros_like(textured), textured, other) < 0.01  # no edge of A or B survives
 
 
+def test_small_images_stop_vif_at_the_scale_that_fits(textured, other):
+    assert M.vif_single(textured[:16, :16], textured[:16, :16]) == 1.0  # no scale fits: flat-reference rule
+    v = M.vif_single(textured[:24, :24], other[:24, :24])  # only the finest scale fits
+    assert np.isfinite(v)
+    assert all(np.isfinite(x) for x in M.fusion_metrics(textured[:10, :10], textured[:10, :10], other[:10, :10]).values())
+
+
 def test_luma_of_rgb_follows_bt601():
     rgb = np.zeros((2, 2, 3), np.uint8)
     rgb[..., 0] = 255
