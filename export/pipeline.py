@@ -206,7 +206,8 @@ def build_plan(ctx: Context, reporter: Reporter) -> None:
                             version_compatible=request.version_compatible, hardware_compat=request.hardware_compat)
     with reporter.step(f"Building the TensorRT {precision} engine"):
         info = build_engine(ctx.staging / VARIANTS[precision].filename, ctx.staging / PLAN, options,
-                            precision=precision, preprocess_config=ctx.preprocess_config.to_dict())
+                            precision=precision, preprocess_config=ctx.preprocess_config.to_dict(),
+                            metadata=with_precision(ctx.metadata, precision))
     ctx.records.append(ArtifactRecord.of(ctx.staging / PLAN, "tensorrt-plan", precision, None, sidecar=PLAN_SIDECAR,
                                          tensorrt_version=info["tensorrt_version"], gpu_name=info["gpu_name"]))
 
@@ -226,13 +227,18 @@ def publish(ctx: Context) -> list[Path]:
     for stale in known - produced:
         (out / stale).unlink(missing_ok=True)
     written = []
-    for name in sorted(produced):
+    for name in sorted(produced, key=_artifact_order):
         os.replace(ctx.staging / name, out / name)
         written.append(out / name)
     manifest = build_manifest(ctx.records, checkpoint_sha256=ctx.checkpoint_sha256, model_config=ctx.model_config,
                               preprocess_config=ctx.preprocess_config.to_dict())
     written.append(write_manifest(out, manifest))
     return written
+
+
+def _artifact_order(name: str) -> tuple[int, str]:
+    order = [v.filename for v in VARIANTS.values()] + [PLAN, PLAN_SIDECAR]
+    return (order.index(name) if name in order else len(order), name)
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,8 @@ def network_flags(trt) -> int:
 
 
 def sidecar(*, trt_version: str, gpu: GpuInfo, precision: str, options: EngineOptions, onnx_sha256: str,
-            preprocess_config: dict, plan_sha256: str) -> dict:
+            preprocess_config: dict, plan_sha256: str, metadata: dict[str, str]) -> dict:
+    """model.plan.json: what a loader checks before deserialising (version, GPU) and what it needs after."""
     return {
         "format": "medfuse-tensorrt-plan",
         "medfuse_version": __version__,
@@ -123,6 +124,7 @@ def sidecar(*, trt_version: str, gpu: GpuInfo, precision: str, options: EngineOp
         "source_onnx_sha256": onnx_sha256,
         "plan_sha256": plan_sha256,
         "preprocess_config": preprocess_config,
+        "metadata": metadata,  # the medfuse.* keys of the source ONNX file
     }
 
 
@@ -159,7 +161,7 @@ def _load_timing_cache(config, path: Path):
 
 
 def build_engine(onnx_path: str | Path, plan_path: str | Path, options: EngineOptions, *, precision: str,
-                 preprocess_config: dict) -> dict:
+                 preprocess_config: dict, metadata: dict[str, str]) -> dict:
     """Build and write `plan_path` and `plan_path.json`; returns the sidecar dict."""
     gpu = detect_gpu()
     if isinstance(gpu, str):
@@ -181,7 +183,7 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, options: EngineOp
         tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
     meta = sidecar(trt_version=trt.__version__, gpu=gpu, precision=precision, options=options,
                    onnx_sha256=sha256_file(onnx_path), preprocess_config=preprocess_config,
-                   plan_sha256=sha256_file(plan_path))
+                   plan_sha256=sha256_file(plan_path), metadata=metadata)
     with atomic_output(plan_path.with_name(plan_path.name + ".json")) as tmp:
         tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return meta

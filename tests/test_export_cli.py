@@ -1,0 +1,154 @@
+"""`medfuse-export` end to end on a tiny checkpoint, and its bad-input contract: one line, exit 2,
+no traceback, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+
+from export_support import make_tiny_checkpoint
+from medfuse.export.manifest import sha256_file
+from medfuse.export.tensorrt_build import engine_unavailable
+
+
+def _cli(*args: str | Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "MEDFUSE_DEBUG"}
+    return subprocess.run([sys.executable, "-m", "medfuse.export.cli", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+@pytest.fixture(scope="module")
+def export_run(tmp_path_factory, checkpoint, phantom_dir):
+    root = tmp_path_factory.mktemp("export")
+    done = _cli(checkpoint, "-o", root / "artifacts", "--fp16", "--int8", "--calib", phantom_dir,
+                "--calib-pairs", "4", "--parity-pairs", "2", "--triton-repo", root / "triton", "--batch", "1,2,8")
+    return done, root
+
+
+def test_export_writes_every_artifact(export_run):
+    done, root = export_run
+    assert done.returncode == 0, done.stderr
+    names = sorted(p.name for p in (root / "artifacts").iterdir())
+    assert names == ["manifest.json", "model.fp16.onnx", "model.int8.onnx", "model.onnx"]  # no staging left
+    for name in names[1:]:
+        onnx.checker.check_model(str(root / "artifacts" / name), full_check=True)
+    assert "model.int8.onnx" in done.stdout  # the final table
+
+
+def test_manifest_lists_artifacts_with_checksums_and_parity(export_run, checkpoint):
+    _, root = export_run
+    manifest = json.loads((root / "artifacts" / "manifest.json").read_text())
+    assert manifest["checkpoint_sha256"] == sha256_file(checkpoint)
+    assert manifest["modality_pair"] == "ct-mri" and manifest["medfuse_version"]
+    assert manifest["preprocess_config"]["input_size"] == 64 and manifest["model_config"]["width"] == 8
+    arts = {a["file"]: a for a in manifest["artifacts"]}
+    assert {a["precision"] for a in arts.values()} == {"fp32", "fp16", "int8"}
+    for name, art in arts.items():
+        assert art["format"] == "onnx" and art["sha256"] == sha256_file(root / "artifacts" / name)
+        parity = art["parity"]
+        assert parity["passed"] and parity["nonfinite"] == 0 and parity["samples"] == 5  # 3 phantoms + 2 real
+        assert "2 real pairs" in parity["inputs"]
+        assert set(parity["metric_delta"]) >= {"EN", "SSIM", "Qabf"}
+
+
+def test_no_gpu_says_so_in_one_line(export_run):
+    done, root = export_run
+    if engine_unavailable() is None:
+        pytest.skip("this machine can build engines")
+    lines = [line for line in done.stderr.splitlines() if "engine not built" in line]
+    assert len(lines) == 1 and "NVIDIA GPU" in lines[0] and "tensorrt" in lines[0]
+    assert not (root / "artifacts" / "model.plan").exists()
+
+
+def test_triton_repository_from_the_export(export_run):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    _, root = export_run
+    repo = root / "triton"
+    assert (repo / "medfuse_onnx" / "1" / "model.onnx").read_bytes() == (root / "artifacts" / "model.onnx").read_bytes()
+    cfg = text_format.Parse((repo / "medfuse_onnx" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    assert cfg.max_batch_size == 8 and list(cfg.input[0].dims) == [3, 64, 64]
+    assert not (repo / "medfuse_trt").exists() or engine_unavailable() is None
+
+
+def _assert_user_error(done: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert "Traceback" not in done.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_missing_checkpoint(tmp_path):
+    done = _cli(tmp_path / "nope.pt", "-o", tmp_path / "out")
+    _assert_user_error(done, "nope.pt", "checkpoint not found")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (b"PK\x03\x04 truncated zip", "cannot read checkpoint"),
+    (None, "not a medfuse checkpoint"),
+])
+def test_corrupt_or_foreign_checkpoint_writes_nothing(tmp_path, content, fragment):
+    bad = tmp_path / "bad.pt"
+    if content is None:
+        import torch
+
+        torch.save({"state_dict": {}}, bad)  # a torch file, but not ours
+    else:
+        bad.write_bytes(content)
+    out = tmp_path / "out"
+    _assert_user_error(_cli(bad, "-o", out), "bad.pt", fragment)
+    assert not out.exists()
+
+
+def test_existing_output_folder_is_left_as_it_was(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    _assert_user_error(_cli(bad, "-o", out))
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+def test_unwritable_output_folder(tmp_path, checkpoint):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should go")
+    _assert_user_error(_cli(checkpoint, "-o", blocker / "sub"), "cannot write to the output folder")
+    _assert_user_error(_cli(checkpoint, "-o", blocker), "not a folder")
+
+
+def test_calibration_folder_without_pairs(tmp_path, checkpoint):
+    empty = tmp_path / "calib"
+    (empty / "CT").mkdir(parents=True)
+    (empty / "MRI").mkdir()
+    (empty / "CT" / "01001.png").write_bytes(b"x")  # no MRI partner
+    _assert_user_error(_cli(checkpoint, "-o", tmp_path / "out", "--int8", "--calib", empty), "no CT/MRI pairs")
+    _assert_user_error(_cli(checkpoint, "-o", tmp_path / "out", "--int8", "--calib", tmp_path / "none"), "does not exist")
+    _assert_user_error(_cli(checkpoint, "-o", tmp_path / "out", "--int8"), "--int8 needs --calib")
+    assert not (tmp_path / "out").exists()
+
+
+def test_engine_require_without_gpu(tmp_path, checkpoint):
+    if engine_unavailable() is None:
+        pytest.skip("this machine can build engines")
+    _assert_user_error(_cli(checkpoint, "-o", tmp_path / "out", "--engine", "require"), "--engine require", "NVIDIA GPU")
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_batch_option(tmp_path, checkpoint):
+    _assert_user_error(_cli(checkpoint, "-o", tmp_path / "out", "--batch", "32,4,1"), "--batch")
