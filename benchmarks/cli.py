@@ -7,6 +7,7 @@ report.md holds. `parity` exits 1 when any engine is over its tolerance (a relea
 from __future__ import annotations
 
 import json
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
@@ -99,7 +100,8 @@ def _run(opts: BenchOptions, sections: tuple[str, ...]) -> SuiteResult:
 def _print(res: SuiteResult, sections: tuple[str, ...]) -> None:
     from rich.console import Console
 
-    console = Console()
+    # Piped or captured output gets wide tables rather than names folded to 80 columns.
+    console = Console(width=None if sys.stdout.isatty() else 200)
     console.print(f"data: {res.data}")
     if res.skipped:
         console.print(tables.rich_table(tables.skipped_table(res.skipped), "skipped"))

@@ -92,8 +92,8 @@ def rich_table(table: Table, title: str | None = None):
 
     head, body = table
     out = RichTable(title=title, show_lines=False)
-    for h in head:
-        out.add_column(h, overflow="fold")
+    for i, h in enumerate(head):
+        out.add_column(h, overflow="fold", no_wrap=i == 0)  # engine/method names stay whole
     for row in body:
         out.add_row(*row)
     return out

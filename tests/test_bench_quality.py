@@ -1,0 +1,106 @@
+"""medfuse-bench quality: data selection, baselines and engines scored on the same pairs."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import bench_tiny
+from medfuse.benchmarks import quality
+from medfuse.benchmarks.cli import app
+from medfuse.benchmarks.data import Selection, load_pairs, select
+from medfuse.runtime.errors import MedfuseError
+from medfuse.runtime.metrics import METRIC_NAMES, fusion_metrics
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    return bench_tiny.build(tmp_path_factory.getbasetemp() / "bench-tiny")
+
+
+NAMES = [f"{case:02d}{s:03d}.png" for case in (16, 20, 21, 28, 33) for s in range(1, 5)]
+
+
+def test_val_split_holds_out_whole_cases_like_training():
+    from medfuse.train.split import split_by_case
+
+    val = select(NAMES, Selection(split="val", val_fraction=0.2, seed=0))
+    train = select(NAMES, Selection(split="train", val_fraction=0.2, seed=0))
+    assert sorted(val + train) == sorted(NAMES) and val
+    assert {n[:2] for n in val}.isdisjoint({n[:2] for n in train})
+    assert val == [f"{s}.png" for s in split_by_case([n[:-4] for n in NAMES], 0.2, r"^(\d{2})", 0)[1]]
+
+
+def test_cases_regex_and_limit():
+    assert select(NAMES, Selection(cases=r"^(28|33)")) == [n for n in NAMES if n[:2] in ("28", "33")]
+    assert len(select(NAMES, Selection(limit=3))) == 3
+    with pytest.raises(MedfuseError, match="--cases"):
+        select(NAMES, Selection(cases="("))
+
+
+def _write_colour_folder(root):
+    rng = np.random.default_rng(0)
+    (root / "PET").mkdir(parents=True)
+    (root / "MRI").mkdir()
+    for i in range(2):
+        mri = rng.integers(0, 256, (40, 40), dtype=np.uint8)
+        pet = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+        cv2.imwrite(str(root / "MRI" / f"p{i}.png"), mri)
+        cv2.imwrite(str(root / "PET" / f"p{i}.png"), pet)  # written BGR, read back RGB
+    return root
+
+
+def test_colour_functional_pairs_are_scored_on_luma(tmp_path):
+    pairs = load_pairs(_write_colour_folder(tmp_path / "d"))
+    assert len(pairs) == 2 and all(p.colour for p in pairs)
+    rgb = pairs[0].ct.pixels.astype(np.float64)
+    luma = np.round(0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2])
+    np.testing.assert_array_equal(pairs[0].ref_ct, luma)
+    res = quality.evaluate(pairs, baselines=("maximum",))
+    expected = [fusion_metrics(np.maximum(p.ref_ct, p.ref_mri), p.ref_ct, p.ref_mri) for p in pairs]
+    assert res.rows[0].mean["MI"] == pytest.approx(np.mean([e["MI"] for e in expected]))
+
+
+def test_quality_command_baselines_only_on_phantoms(tmp_path):
+    out = tmp_path / "q.json"
+    result = CliRunner().invoke(app, ["quality", "--json", str(out), "--ssim-data-range", "2"])
+    assert result.exit_code == 0, result.output
+    rows = {r["method"]: r for r in json.loads(out.read_text())["quality"]}
+    assert set(rows) == {"average", "maximum", "laplacian", "wavelet"}
+    for r in rows.values():
+        assert r["kind"] == "baseline" and r["pairs"] == 4 and r["ssim_data_range"] == 2
+        assert all(np.isfinite(r[m]) for m in METRIC_NAMES)
+    # the maximum keeps the brighter source everywhere: more contrast than the average
+    assert rows["maximum"]["SD"] > rows["average"]["SD"]
+    assert "data_range 2" in result.output
+
+
+def test_quality_with_tiny_model_rows_and_wins(tiny, tmp_path):
+    out = tmp_path / "q.json"
+    result = CliRunner().invoke(app, ["quality", "-c", str(tiny.checkpoint), "-a", str(tiny.artifacts),
+                                      "--baselines", "maximum,laplacian", "-e", "onnxruntime-int8",
+                                      "--threads", "1", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    assert [(r["method"], r["kind"]) for r in doc["quality"]] == [
+        ("maximum", "baseline"), ("laplacian", "baseline"), ("onnxruntime-int8", "medfuse")]
+    assert [(w["method"], w["versus"], w["of"]) for w in doc["wins"]] == [
+        ("onnxruntime-int8", "maximum", 8), ("onnxruntime-int8", "laplacian", 8)]
+
+
+def test_unknown_baseline_is_a_user_error():
+    result = CliRunner().invoke(app, ["quality", "--baselines", "maximum,median"])
+    assert isinstance(result.exception, MedfuseError) and "median" in str(result.exception)
+
+
+def test_harvard_baselines(shared_data):
+    from medfuse.benchmarks.data import load_pairs as load
+
+    pairs = load(shared_data / "harvard-ct-mri" / "train", Selection(cases=r"^21", limit=4))
+    rows = {r.method: r.mean for r in quality.evaluate(pairs).rows}
+    for metric in ("SD", "SCD", "VIF", "Qabf"):  # the strong, simple baseline of issue 7
+        assert rows["maximum"][metric] > rows["average"][metric], metric
