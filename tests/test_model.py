@@ -189,3 +189,22 @@ def test_tiny_model_exports_to_onnx_with_dynamic_batch_and_size(tmp_path):
         (fused,) = session.run(None, {"ct": ct.numpy(), "mri": mri.numpy()})
         assert fused.shape == expected.shape
         assert abs(fused - expected).max() < 1e-5
+
+
+def test_model_config_round_trips_and_rejects_bad_values():
+    cfg = ModelConfig.tiny(roles=("vis", "ir"), decoder_upsample="transpose4")
+    assert ModelConfig.from_json(cfg.to_json()) == cfg
+    assert ModelConfig.from_dict(cfg.to_dict()).roles == ("vis", "ir")
+    with pytest.raises(ValueError, match="unknown model config fields"):
+        ModelConfig.from_dict({**cfg.to_dict(), "depth": 50})
+    for bad in ({"encoder": "resnet50"}, {"width": 12}, {"roles": ("ct", "pet")}, {"decoder_upsample": "pixelshuffle"}):
+        with pytest.raises(ValueError):
+            ModelConfig(**bad)
+
+
+def test_medical_gate_init_sets_the_starting_gate():
+    for gate in (0.5, 0.95):
+        attention = build_model(ModelConfig.tiny(medical_gate_init=gate)).medical_attention
+        with torch.no_grad():
+            assert attention(torch.ones(1, 3, 8, 8)).mean().item() == pytest.approx(gate, abs=0.15)
+            assert attention.layers(torch.zeros(1, 3, 8, 8)).mean().item() == pytest.approx(gate, abs=0.02)

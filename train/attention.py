@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -64,7 +66,7 @@ class DualAttentionFusion(nn.Module):
 class MedicalAttention(nn.Module):
     """Per-pixel, per-channel sigmoid weights computed from the fused RGB image (spec layer)."""
 
-    def __init__(self, channels: int = 3, hidden: int = 16):
+    def __init__(self, channels: int = 3, hidden: int = 16, gate_init: float = 0.5):
         super().__init__()
         self.layers = nn.Sequential(
             nn.Conv2d(channels, hidden, 3, padding=1),
@@ -72,6 +74,7 @@ class MedicalAttention(nn.Module):
             nn.Conv2d(hidden, channels, 1),
             nn.Sigmoid(),
         )
+        nn.init.constant_(self.layers[2].bias, math.log(gate_init / (1 - gate_init)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.layers(x)

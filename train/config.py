@@ -44,6 +44,10 @@ class ModelConfig:
     attention_reduction: int = 16  # channel-attention bottleneck ratio (spec: 16)
     spatial_kernel: int = 7  # spatial-attention conv kernel (spec: 7x7)
     medical_hidden: int = 16  # hidden channels of the medical attention layer (spec: 16)
+    # Initial value of the medical attention gate (its last bias = logit of it). 0.5 is what
+    # PyTorch's init gives on average and halves a fresh model's output; near 1 starts the layer
+    # close to identity. The spec does not fix it; 0.5 keeps its behaviour.
+    medical_gate_init: float = 0.5
     output_head: str = "attention"  # one of OUTPUT_HEADS
 
     def __post_init__(self) -> None:
@@ -61,6 +65,8 @@ class ModelConfig:
             raise ValueError(f"output_head must be one of {OUTPUT_HEADS}, got {self.output_head!r}")
         if self.attention_reduction <= 0 or self.medical_hidden <= 0:
             raise ValueError("attention_reduction and medical_hidden must be positive")
+        if not 0 < self.medical_gate_init < 1:
+            raise ValueError(f"medical_gate_init must be in (0, 1), got {self.medical_gate_init}")
         if self.spatial_kernel <= 0 or self.spatial_kernel % 2 == 0:
             raise ValueError(f"spatial_kernel must be odd and positive, got {self.spatial_kernel}")
 

@@ -32,7 +32,7 @@ class FusionNet(nn.Module):
             DualAttentionFusion(c, cfg.attention_reduction, cfg.spatial_kernel) for c in cfg.stage_channels
         )
         self.decoder = FusionDecoder(cfg.stage_channels, cfg.decoder_upsample)
-        self.medical_attention = MedicalAttention(3, cfg.medical_hidden)
+        self.medical_attention = MedicalAttention(3, cfg.medical_hidden, cfg.medical_gate_init)
 
     @property
     def encoders(self) -> tuple[ResNetEncoder, ResNetEncoder]:
