@@ -82,6 +82,7 @@ def export(
     batch: Annotated[str, typer.Option(help="Engine profile MIN,OPT,MAX batch; MAX is also Triton's max_batch_size.")] = "1,4,32",
     triton_repo: Annotated[Optional[Path], typer.Option(help="Also write a Triton model repository here.")] = None,
     version_compatible: Annotated[bool, typer.Option("--version-compatible", help="Engine runs on later TensorRT versions and on tensorrt-lean.")] = False,
+    exclude_lean_runtime: Annotated[bool, typer.Option("--exclude-lean-runtime", help="With --version-compatible: leave TensorRT's lean runtime out of the plan (smaller; then only tensorrt-lean of this version runs it).")] = False,
     hardware_compat: Annotated[bool, typer.Option("--hardware-compat", help="Engine runs on any Ampere or newer GPU, not only this architecture.")] = False,
     opset: Annotated[int, typer.Option(help="ONNX opset (18 or newer).")] = DEFAULT_OPSET,
     timing_cache: Annotated[Optional[Path], typer.Option(help="TensorRT timing cache file, reused across builds.")] = None,
@@ -90,7 +91,8 @@ def export(
     request = ExportRequest(
         checkpoint=checkpoint, out_dir=out, fp16=fp16, int8=int8, calib_dir=calib, calib_pairs=calib_pairs,
         parity_pairs=parity_pairs, engine=engine.value, batch=BatchProfile.parse(batch), triton_repo=triton_repo,
-        version_compatible=version_compatible, hardware_compat=hardware_compat, opset=opset,
+        version_compatible=version_compatible, exclude_lean_runtime=exclude_lean_runtime,
+        hardware_compat=hardware_compat, opset=opset,
         timing_cache=timing_cache or default_timing_cache())
     result = run_export(request, RichReporter(Console(stderr=True)))
     Console().print(summary_table(result, out))

@@ -54,6 +54,7 @@ class ExportRequest:
     batch: BatchProfile = BatchProfile(1, 4, 32)  # engine profile; its max is Triton's max_batch_size
     triton_repo: Path | None = None
     version_compatible: bool = False
+    exclude_lean_runtime: bool = False
     hardware_compat: bool = False
     opset: int = DEFAULT_OPSET
     timing_cache: Path = field(default_factory=default_timing_cache)
@@ -203,7 +204,8 @@ def build_plan(ctx: Context, reporter: Reporter) -> None:
         return
     precision = "fp16" if request.fp16 else "fp32"
     options = EngineOptions(batch=request.batch, input_size=ctx.input_size, timing_cache=request.timing_cache,
-                            version_compatible=request.version_compatible, hardware_compat=request.hardware_compat)
+                            version_compatible=request.version_compatible,
+                            exclude_lean_runtime=request.exclude_lean_runtime, hardware_compat=request.hardware_compat)
     with reporter.step(f"Building the TensorRT {precision} engine"):
         info = build_engine(ctx.staging / VARIANTS[precision].filename, ctx.staging / PLAN, options,
                             precision=precision, preprocess_config=ctx.preprocess_config.to_dict(),

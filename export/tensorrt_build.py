@@ -58,8 +58,11 @@ class EngineOptions:
     batch: BatchProfile
     input_size: int
     timing_cache: Path  # reused across builds: later builds skip kernel timing already done
-    version_compatible: bool = False  # runs on later TensorRT versions and on tensorrt-lean
-    exclude_lean_runtime: bool = True  # with version_compatible: do not embed the lean runtime (smaller plan)
+    version_compatible: bool = False  # runs on this and later TensorRT versions, and on tensorrt-lean
+    # With version_compatible the plan embeds TensorRT's lean runtime, which is what lets a *later*
+    # TensorRT run it (engine_host_code_allowed). Excluding it makes the plan smaller but then only
+    # the tensorrt-lean package of the building version can run it.
+    exclude_lean_runtime: bool = False
     hardware_compat: bool = False  # Ampere-and-newer compatible instead of this GPU's architecture only
     workspace_bytes: int = WORKSPACE_BYTES
 

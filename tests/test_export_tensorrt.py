@@ -43,7 +43,7 @@ def test_network_flags_strongly_typed_on_10_and_zero_on_11():
 
 def test_sidecar_content():
     options = tb.EngineOptions(batch=tb.BatchProfile(1, 4, 32), input_size=256, timing_cache=Path("t.cache"),
-                               version_compatible=True, hardware_compat=True)
+                               version_compatible=True, exclude_lean_runtime=True, hardware_compat=True)
     side = tb.sidecar(trt_version="10.13.3", gpu=tb.GpuInfo("NVIDIA H100", "9.0"), precision="fp16", options=options,
                       onnx_sha256="ab" * 32, preprocess_config={"input_size": 256}, plan_sha256="cd" * 32,
                       metadata={"medfuse.checkpoint_sha256": "ef" * 32})
@@ -217,7 +217,8 @@ def test_fake_build_writes_plain_plan_sidecar_and_reuses_the_timing_cache(monkey
     onnx_file.write_bytes(b"onnx")
     plan = tmp_path / "model.plan"
     kwargs = dict(precision="fp16", preprocess_config={"input_size": 64}, metadata={})
-    side = tb.build_engine(onnx_file, plan, _options(tmp_path, version_compatible=True, hardware_compat=True), **kwargs)
+    side = tb.build_engine(onnx_file, plan, _options(tmp_path, version_compatible=True, exclude_lean_runtime=True,
+                                                     hardware_compat=True), **kwargs)
     assert plan.read_bytes() == b"PLAN-BYTES"  # TensorRT's bytes, no header
     assert json.loads((tmp_path / "model.plan.json").read_text()) == side
     assert side["plan_sha256"] == tb.sha256_file(plan) and side["source_onnx_sha256"] == tb.sha256_file(onnx_file)
@@ -228,8 +229,10 @@ def test_fake_build_writes_plain_plan_sidecar_and_reuses_the_timing_cache(monkey
     profile = next(c[1] for c in trt.calls if c[0] == "profile")
     assert profile["ct"] == ((1, 3, 64, 64), (4, 3, 64, 64), (32, 3, 64, 64))
     assert ("cache_in", b"") in trt.calls
-    tb.build_engine(onnx_file, plan, _options(tmp_path), **kwargs)  # second build starts from the saved cache
+    trt.calls.clear()
+    tb.build_engine(onnx_file, plan, _options(tmp_path, version_compatible=True), **kwargs)  # reuses the cache
     assert ("cache_in", b"+timed") in trt.calls
+    assert ("flag", "VERSION_COMPATIBLE") in trt.calls and ("flag", "EXCLUDE_LEAN_RUNTIME") not in trt.calls
 
 
 def test_fake_build_on_tensorrt_11_uses_no_creation_flag(monkeypatch, tmp_path):
