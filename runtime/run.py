@@ -60,7 +60,7 @@ def _plan(req: Request) -> tuple[str, inputs.Matching | None]:
     return mode, matching
 
 
-def _load(req: Request, say):
+def _load(req: Request, mode: str, say):
     """Model folder -> (choice, active runner, preprocessing config, model folder)."""
     from medfuse.runtime.cli_support import preprocess_for
     from medfuse.runtime.model_dir import open_model_dir
@@ -69,7 +69,7 @@ def _load(req: Request, say):
     model = open_model_dir(req.model)
     choice = choose(req.backend, req.precision, probe(model))
     say(f"backend: {choice.describe()}")
-    runner = make_runner(choice, model)
+    runner = make_runner(choice, model, spin=mode == "pair")  # pipelined modes share the cores
     runner.activate()
     try:
         cfg = preprocess_for(runner, model, req.window, req.clahe, say)
@@ -84,7 +84,7 @@ def execute(req: Request) -> dict:
     say = console.print
     started = time.perf_counter()
     mode, matching = _plan(req)
-    choice, runner, cfg, model = _load(req, say)
+    choice, runner, cfg, model = _load(req, mode, say)
     loaded = time.perf_counter()
     try:
         outcomes = _work(req, mode, matching, runner, cfg, console)

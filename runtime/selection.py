@@ -163,8 +163,8 @@ def _plan_problem(info) -> str | None:
     return trt_backend.plan_problem(info, found[1] or "", gpu.compute_capability, gpu.name)
 
 
-def make_runner(choice: Choice, model: ModelDir):
-    """The (not yet activated) runner for a choice."""
+def make_runner(choice: Choice, model: ModelDir, spin: bool = True):
+    """The (not yet activated) runner for a choice; spin=False when host threads work beside it."""
     if choice.backend == "tensorrt":
         from medfuse.runtime.backends.tensorrt_backend import TensorRTRunner
 
@@ -172,4 +172,4 @@ def make_runner(choice: Choice, model: ModelDir):
     from medfuse.runtime.backends.onnxruntime_backend import OnnxRuntimeRunner
 
     device = {"onnxruntime-cpu": "cpu", "onnxruntime-cuda": "cuda", "onnxruntime-tensorrt": "tensorrt"}[choice.backend]
-    return OnnxRuntimeRunner(Path(model.onnx[choice.precision]), choice.precision, device)
+    return OnnxRuntimeRunner(Path(model.onnx[choice.precision]), choice.precision, device, spin=spin)
