@@ -37,7 +37,7 @@ def _worker(rank: int, world: int, port: int, data: str, out: str, dump: str) ->
     from medfuse.train.trainer import Trainer
 
     run = RunConfig.defaults("finetune")
-    run = run.updated("train", {"data": data, "out": out, "precision": "fp32", "batch_size": 2, "epochs": 2,
+    run = run.updated("train", {"data": data, "out": out, "precision": "fp32", "device": "cpu", "batch_size": 2, "epochs": 2,
                                 "val_fraction": 0.3, "warmup_epochs": 1, "freeze_encoder_epochs": 1,
                                 "lr": 1e-3})
     run = run.updated("model", {"encoder": "resnet18", "width": 8}).updated("preprocess", {"input_size": 64})

@@ -17,7 +17,7 @@ from medfuse.runtime.phantom import write_phantom_dataset
 from medfuse.train import cli
 from medfuse.train.checkpoint import load_checkpoint
 
-ARGS = ["--model-size", "tiny", "--input-size", "64", "--batch-size", "1", "--precision", "fp32",
+ARGS = ["--model-size", "tiny", "--input-size", "64", "--batch-size", "1", "--precision", "fp32", "--device", "cpu",
         "--val-fraction", "0.3", "--warmup-epochs", "1", "--freeze-encoder-epochs", "1", "--epochs", "3"]
 
 

@@ -17,7 +17,7 @@ from medfuse.train.device import DistEnv
 from medfuse.train.run_config import RunConfig
 from medfuse.train.trainer import NonFiniteLoss, Trainer
 
-TINY = ["--model-size", "tiny", "--input-size", "64", "--batch-size", "2", "--precision", "fp32",
+TINY = ["--model-size", "tiny", "--input-size", "64", "--batch-size", "2", "--precision", "fp32", "--device", "cpu",
         "--val-fraction", "0.3", "--warmup-epochs", "1", "--freeze-encoder-epochs", "1"]
 CONTRACT_KEYS = {
     "format", "format_version", "medfuse_version", "model_config", "preprocess_config", "train_config",
@@ -132,7 +132,7 @@ def test_pretrain_then_finetune_maps_roles(phantom_dir, tmp_path):
 
 def _trainer(phantom_dir, tmp_path, **train) -> Trainer:
     run = RunConfig.defaults("finetune")
-    run = run.updated("train", {"data": str(phantom_dir), "out": str(tmp_path / "o"), "precision": "fp32",
+    run = run.updated("train", {"data": str(phantom_dir), "out": str(tmp_path / "o"), "precision": "fp32", "device": "cpu",
                                 "batch_size": 2, "val_fraction": 0.3, "epochs": 1, **train})
     run = run.updated("model", {"encoder": "resnet18", "width": 8}).updated("preprocess", {"input_size": 64})
     return Trainer(run, DistEnv())

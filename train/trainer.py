@@ -96,9 +96,9 @@ class Trainer:
     def _memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
-    def log(self, message: str) -> None:
+    def log(self, message: str, style: str | None = None) -> None:
         if self.env.is_main:
-            self.console.print(message, highlight=False, soft_wrap=True)
+            self.console.print(message, style=style, markup=False, highlight=False, soft_wrap=True)
 
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
         sampler = DistributedSampler(
@@ -177,7 +177,7 @@ class Trainer:
         return {k: float(terms[k].detach()) for k in LOGGED}
 
     def _nonfinite(self, epoch: int, step: int, streak: int) -> None:
-        self.log(f"[yellow]epoch {epoch + 1} step {step + 1}: non-finite loss; step skipped, weights untouched[/]")
+        self.log(f"epoch {epoch + 1} step {step + 1}: non-finite loss; step skipped, weights untouched", "yellow")
         if streak >= self.cfg.max_nonfinite_steps:
             hint = "" if self.precision == "fp32" else "; try --precision fp32"
             raise NonFiniteLoss(f"{streak} consecutive non-finite losses at epoch {epoch + 1}: training diverged (lower --lr{hint})")
