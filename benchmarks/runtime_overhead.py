@@ -154,7 +154,8 @@ def startup(model: Path, job, work: Path, repeats: int = 5) -> dict:
 @app.command()
 def main_command(
     model: Annotated[Optional[Path], typer.Option(help="Model folder (default: as medfuse-run finds it).")] = None,
-    pairs: Annotated[Optional[Path], typer.Option(help="Folder with CT/ and MRI/ (default: Harvard, else phantoms).")] = None,
+    pairs: Annotated[Optional[Path], typer.Option(
+        help="Folder with CT/ and MRI/ (default: Harvard, else phantoms).")] = None,
     n: Annotated[int, typer.Option(help="Pairs to time.")] = 16,
     batch_size: Annotated[int, typer.Option(help="Batch size for the throughput comparison.")] = 4,
     precision: Annotated[str, typer.Option(help="ONNX variant: fp32, fp16 or int8.")] = "fp32",

@@ -87,7 +87,8 @@ def _ort(backend: str, precision: str, av: Available, why: str = "") -> Choice:
     elif precision not in av.onnx:
         raise _missing_onnx(precision)
     else:
-        note = "as asked" + ("; fp16 runs slowly on CPUs" if backend == "onnxruntime-cpu" and precision == "fp16" else "")
+        slow = backend == "onnxruntime-cpu" and precision == "fp16"
+        note = "as asked" + ("; fp16 runs slowly on CPUs" if slow else "")
     reason = "; ".join(part for part in (why, note) if part)
     return Choice(backend, precision, av.onnx[precision], reason)
 

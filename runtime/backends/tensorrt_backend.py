@@ -172,7 +172,8 @@ def import_cudart():
     try:
         from cuda.bindings import runtime as cudart
     except ImportError:
-        raise MedfuseError(f"cuda-python is not installed (TensorRT buffers need cuda.bindings): {INSTALL_HINT}") from None
+        raise MedfuseError(f"cuda-python is not installed (TensorRT buffers need cuda.bindings): "
+                           f"{INSTALL_HINT}") from None
     return cudart
 
 
