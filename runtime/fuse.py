@@ -97,15 +97,17 @@ def run_pipeline(fuser: Fuser, jobs: Iterable, load: Callable[[Any], tuple[Any, 
         if on_done:
             on_done(outcome)
 
-    with ThreadPoolExecutor(max_workers=workers or default_workers(), thread_name_prefix="medfuse-io") as pool:
-        def top_up() -> None:
-            while len(loads) < ahead:
-                job = next(pending, None)
-                if job is None:
-                    return
-                order.append(len(order))
-                loads.append((order[-1], job, pool.submit(load, job)))
+    pool = ThreadPoolExecutor(max_workers=workers or default_workers(), thread_name_prefix="medfuse-io")
 
+    def top_up() -> None:
+        while len(loads) < ahead:
+            job = next(pending, None)
+            if job is None:
+                return
+            order.append(len(order))
+            loads.append((order[-1], job, pool.submit(load, job)))
+
+    try:
         top_up()
         while loads:
             ready = []
@@ -130,6 +132,9 @@ def run_pipeline(fuser: Fuser, jobs: Iterable, load: Callable[[Any], tuple[Any, 
                 _collect(writes.popleft(), fail, finish)
         while writes:
             _collect(writes.popleft(), fail, finish)
+    finally:
+        # Ctrl-C or an engine crash: drop the queued loads and writes instead of finishing them.
+        pool.shutdown(wait=True, cancel_futures=True)
     return [outcomes[i] for i in order]
 
 
