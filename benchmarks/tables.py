@@ -24,7 +24,10 @@ def num(x: float | None, digits: int = 2) -> str:
         return "-"
     if math.isinf(x):
         return "inf"
-    return "nan" if math.isnan(x) else f"{x:.{digits}f}"
+    if math.isnan(x):
+        return "nan"
+    text = f"{x:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.0000"
 
 
 def sci(x: float | None) -> str:
