@@ -26,11 +26,32 @@ def convert_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
 
     half = convert_float_to_float16(model, keep_io_types=True,
                                     op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(FP32_OPS)))
+    drop_duplicate_casts(half.graph)
     topological_sort(half.graph)
     # The converter leaves value_info entries whose element types no longer match the graph; the
     # checker's shape inference rebuilds them.
     del half.graph.value_info[:]
     return half
+
+
+def drop_duplicate_casts(graph: onnx.GraphProto) -> None:
+    """Keep one of several identical Cast nodes writing the same tensor name.
+
+    Some onnxruntime releases (seen with 1.30) insert one `<name>_cast_to_fp32` Cast per blocked
+    consumer of a tensor, all with the same output name, which breaks single assignment.
+    """
+    seen: dict[str, onnx.NodeProto] = {}
+    kept = []
+    for node in graph.node:
+        clash = next((seen[o] for o in node.output if o in seen), None)
+        if clash is None:
+            kept.append(node)
+            seen.update((o, node) for o in node.output)
+        elif not (node.op_type == clash.op_type == "Cast" and node.input == clash.input
+                  and node.attribute == clash.attribute):
+            raise ValueError(f"fp16 conversion wrote tensor {node.output[0]!r} twice with different nodes")
+    del graph.node[:]
+    graph.node.extend(kept)
 
 
 def topological_sort(graph: onnx.GraphProto) -> None:

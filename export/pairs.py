@@ -77,10 +77,14 @@ def spread(items: list, limit: int) -> list:
 
 
 def split_pairs(pairs: list, calibration: int, parity: int) -> tuple[list, list]:
-    """Calibration pairs and different parity pairs, each spread over the folder (shared only when too few)."""
-    calib = spread(pairs, calibration)
-    rest = [p for p in pairs if p not in calib] or calib
-    return calib, spread(rest, parity)
+    """(calibration pairs, parity pairs), each spread over the folder and disjoint.
+
+    Parity pairs are chosen first (they are few), so that int8 is judged on pairs it was not
+    calibrated on; calibration takes the rest, or every pair when no other is left.
+    """
+    check = spread(pairs, parity) if parity else []
+    rest = [p for p in pairs if p not in check] or pairs
+    return spread(rest, calibration), check
 
 
 def load_arrays(pairs: list[tuple[Path, Path]], cfg: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:

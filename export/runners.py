@@ -39,3 +39,11 @@ def onnx_outputs(path: str | Path, ct: np.ndarray, mri: np.ndarray, chunk: int =
     outs = [session.run(["fused"], {"ct": ct[i:i + chunk], "mri": mri[i:i + chunk]})[0]
             for i in range(0, len(ct), chunk)]
     return np.concatenate(outs).astype(np.float32)
+
+
+def reference_outputs(path: str | Path, ct: np.ndarray, mri: np.ndarray) -> np.ndarray:
+    """The ONNX reference evaluator (numpy): computes every node in its declared type, so an fp16
+    file runs in real half precision here, unlike ONNX Runtime's CPU provider. Slow: small inputs only."""
+    from onnx.reference import ReferenceEvaluator
+
+    return ReferenceEvaluator(str(path)).run(["fused"], {"ct": ct, "mri": mri})[0].astype(np.float32)

@@ -60,6 +60,8 @@ def test_manifest_lists_artifacts_with_checksums_and_parity(export_run, checkpoi
         assert parity["passed"] and parity["nonfinite"] == 0 and parity["samples"] == 5  # 3 phantoms + 2 real
         assert "2 real pairs" in parity["inputs"]
         assert set(parity["metric_delta"]) >= {"EN", "SSIM", "Qabf"}
+    half = arts["model.fp16.onnx"]["parity"]["half_arithmetic"]  # true fp16 maths, not ORT's fp32 casts
+    assert half["passed"] and half["max_abs"] > 0
 
 
 def test_no_gpu_says_so_in_one_line(export_run):

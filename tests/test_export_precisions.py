@@ -108,3 +108,23 @@ def test_quantizer_leaves_nothing_in_the_working_folder(variants, monkeypatch, t
     ct, mri = variants["ct"][:1], variants["mri"][:1]
     quantize_int8(variants["folder"] / "model.onnx", ct, mri)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_duplicate_identical_casts_are_merged():
+    # Some onnxruntime releases emit one identically named Cast per blocked consumer.
+    from onnx import helper
+
+    from medfuse.export.fp16 import drop_duplicate_casts
+
+    cast = lambda: helper.make_node("Cast", ["x"], ["x_cast_to_fp32"], to=onnx.TensorProto.FLOAT)  # noqa: E731
+    graph = helper.make_graph(
+        [cast(), helper.make_node("Relu", ["x_cast_to_fp32"], ["a"]), cast(),
+         helper.make_node("Neg", ["x_cast_to_fp32"], ["b"])], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT16, [2])],
+        [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [2]) for n in ("a", "b")])
+    drop_duplicate_casts(graph)
+    assert [n.op_type for n in graph.node] == ["Cast", "Relu", "Neg"]
+    onnx.checker.check_model(helper.make_model(graph), full_check=True)
+    graph.node.insert(0, helper.make_node("Cast", ["x"], ["a"], to=onnx.TensorProto.FLOAT))  # a real clash
+    with pytest.raises(ValueError, match="twice"):
+        drop_duplicate_casts(graph)
