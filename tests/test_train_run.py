@@ -103,6 +103,18 @@ def test_resume_is_exact(finished_run, tmp_path):
     assert a["scheduler_state"]["last_epoch"] == b["scheduler_state"]["last_epoch"] == 3
 
 
+def test_resume_with_more_epochs_stretches_the_schedule(finished_run, tmp_path):
+    out, _ = finished_run
+    longer = tmp_path / "longer"
+    longer.mkdir()
+    shutil.copyfile(out / "last.pt", longer / "last.pt")
+    invoke("finetune", "--resume", longer, "--epochs", "4", "--steps-per-epoch", "1")
+    history = load_checkpoint(longer / "last.pt")["history"]
+    assert [e["epoch"] for e in history] == [1, 2, 3, 4]
+    # cosine over 4 epochs after 1 warmup epoch: epoch 4 trains at 0.5 (1 + cos(2 pi / 3)) = 0.25 of lr
+    assert history[3]["lr"]["decoder"] == pytest.approx(0.25e-5)
+
+
 def test_resume_refuses_other_settings(finished_run):
     out, _ = finished_run
     result = CliRunner().invoke(cli.app, ["finetune", "--resume", str(out), "--lr", "0.1"])

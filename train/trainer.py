@@ -38,7 +38,7 @@ from medfuse.train.history import best_epoch, plot_curves, write_json
 from medfuse.train.loss import TERMS, FusionLoss
 from medfuse.train.model import build_model
 from medfuse.train.run_config import RunConfig
-from medfuse.train.schedule import build_optimizer, build_scheduler, set_encoders_frozen
+from medfuse.train.schedule import WarmupCosine, build_optimizer, build_scheduler, set_encoders_frozen
 from medfuse.train.setup import DataSplit, load_data, warm_start
 
 LOGGED = ("total", *TERMS)
@@ -113,6 +113,7 @@ class Trainer:
         self.model.load_state_dict(ckpt["model_state"])
         self.optimizer.load_state_dict(ckpt["optimizer_state"])
         self.scheduler.load_state_dict(ckpt["scheduler_state"])
+        self._reschedule()
         if ckpt.get("scaler_state"):
             self.scaler.load_state_dict(ckpt["scaler_state"])
         restore_rng_state(ckpt["rng_state"])
@@ -121,6 +122,14 @@ class Trainer:
         self.since_best = int(ckpt.get("epochs_since_best", 0))
         self.history = list(ckpt.get("history", []))
         self.log(f"resumed from {self.out / 'last.pt'} after epoch {self.start_epoch}")
+
+    def _reschedule(self) -> None:
+        """Apply this run's epochs to a restored schedule, so `--resume --epochs N` stretches the
+        cosine instead of finishing at lr 0 (unchanged epochs give the same values bit for bit)."""
+        schedule = WarmupCosine(self.cfg.warmup_epochs, self.cfg.epochs)
+        self.scheduler.lr_lambdas = [schedule] * len(self.optimizer.param_groups)
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+            group["lr"] = base * schedule(self.scheduler.last_epoch)
 
     def _set_phase(self, epoch: int) -> None:
         """Train mode, encoder freezing for this epoch, and a DDP wrapper matching what trains."""
