@@ -75,7 +75,9 @@ def is_dicom_series(folder: Path) -> bool:
         except Exception:  # pydicom raises several types for damaged files; such a folder is no series
             return False
         uids.add(str(ds.get("SeriesInstanceUID", "")))
-    return len(uids) == 1 and "" not in uids
+        if len(uids) > 1 or "" in uids:  # a folder of many series is a folder of pairs: stop reading
+            return False
+    return True
 
 
 def detect_mode(ct: Path, mri: Path, out: Path) -> str:
