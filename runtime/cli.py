@@ -46,7 +46,8 @@ ModelOpt = Annotated[Optional[Path], typer.Option(
     "--model", help="Model folder from medfuse-export (or one .onnx/.plan in it). "
                     "Default: $MEDFUSE_MODEL, else ~/.cache/medfuse/model.")]
 BackendOpt = Annotated[Backend, typer.Option(help="auto: TensorRT engine, else ONNX Runtime CUDA, else CPU.")]
-PrecisionOpt = Annotated[Precision, typer.Option(help="auto: the engine's; ONNX on a GPU fp16, on a CPU int8 (when exported), else fp32.")]
+PrecisionOpt = Annotated[Precision, typer.Option(
+    help="auto: the engine's; ONNX on a GPU fp16, on a CPU int8 (when exported), else fp32.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Pairs (or slices) per engine call.")]
 WindowOpt = Annotated[Optional[str], typer.Option(
     "--window", metavar="C,W", help="CT window centre,width in HU (DICOM/NIfTI CT only; 8-bit images are "
