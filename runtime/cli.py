@@ -36,9 +36,11 @@ class Precision(str, Enum):
     int8 = "int8"
 
 
-CtArg = Annotated[Path, typer.Argument(metavar="CT", help="CT: an image (PNG/JPEG/TIFF/DICOM/NIfTI), a DICOM series folder, "
-                                            "a 3D NIfTI, or a folder of CT images.", show_default=False)]
-MriArg = Annotated[Path, typer.Argument(metavar="MRI", help="MRI: the same kind as CT (registered to it).", show_default=False)]
+CtArg = Annotated[Path, typer.Argument(
+    metavar="CT", show_default=False,
+    help="CT: an image (PNG/JPEG/TIFF/DICOM/NIfTI), a DICOM series folder, a 3D NIfTI, or a folder of CT images.")]
+MriArg = Annotated[Path, typer.Argument(metavar="MRI", show_default=False,
+                                        help="MRI: the same kind as CT (registered to it).")]
 OutOpt = Annotated[Path, typer.Option("--output", "-o", show_default=False,
                                       help="Fused output: .png or .dcm (one pair); a folder (folders of pairs, "
                                            "or a volume as a DICOM series); .nii/.nii.gz (a volume).")]

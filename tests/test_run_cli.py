@@ -247,8 +247,8 @@ def test_explicit_backend_missing_is_one_line(capsys, tmp_path, model, phantom_d
 
 
 def test_cli_module_imports_no_heavy_library():
-    code = ("import sys, medfuse.runtime.cli; "
-            "print(sorted(m for m in ('numpy', 'cv2', 'onnxruntime', 'pydicom', 'nibabel', 'torch') if m in sys.modules))")
+    heavy = ("numpy", "cv2", "onnxruntime", "pydicom", "nibabel", "torch")
+    code = f"import sys, medfuse.runtime.cli; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 
