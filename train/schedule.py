@@ -45,7 +45,9 @@ def param_groups(model: nn.Module, lr: float, encoder_mult: float, fusion_mult: 
 def build_optimizer(
     model: nn.Module, lr: float, weight_decay: float, encoder_mult: float, fusion_mult: float
 ) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(model, lr, encoder_mult, fusion_mult), weight_decay=weight_decay)
+    # fused: one kernel per group instead of a dozen element-wise passes per tensor (CPU and CUDA).
+    groups = param_groups(model, lr, encoder_mult, fusion_mult)
+    return torch.optim.AdamW(groups, weight_decay=weight_decay, fused=True)
 
 
 @dataclass(frozen=True)
