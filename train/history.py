@@ -1,4 +1,4 @@
-"""Per-epoch training record: history.json and curves.png in the output folder.
+"""Per-epoch training record: history.json, curves.png and the console's epoch summary line.
 
 One entry per epoch: every loss term (train and validation), the learning rate of each
 parameter group, whether the encoders were frozen, and the epoch's wall time.
@@ -10,6 +10,11 @@ import json
 from pathlib import Path
 
 from medfuse.runtime.atomic import atomic_output
+from medfuse.train.loss import TERMS
+
+LOGGED = ("total", *TERMS)  # the loss values recorded per epoch, train and validation
+SHORT = {"total": "loss", "content": "cont", "structure": "struct", "detail": "det",
+         "consistency": "cons", "gradient": "grad", "medical": "med"}
 
 
 def write_json(path: Path, data: object) -> None:
@@ -50,3 +55,20 @@ def plot_curves(path: Path, history: list[dict]) -> None:
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
+
+
+def terms_text(values: dict[str, float]) -> str:
+    return " ".join(f"{SHORT[k]} {v:.4f}" for k, v in values.items())
+
+
+def summary_line(entry: dict, epochs: int, improved: bool) -> str:
+    val = entry["val"]
+    val_text = f" | val {terms_text({k: val[k] for k in LOGGED})}" if val else ""
+    lr = max(entry["lr"].values())
+    frozen = " [frozen enc]" if entry["frozen_encoders"] else ""
+    skipped = f" [{entry['train']['skipped_steps']} skipped]" if entry["train"]["skipped_steps"] else ""
+    mark = " *" if improved else ""
+    return (
+        f"epoch {entry['epoch']:3d}/{epochs} train {terms_text({k: entry['train'][k] for k in LOGGED})}"
+        f"{val_text} | lr {lr:.2e} | {entry['time_s']:.1f}s{frozen}{skipped}{mark}"
+    )

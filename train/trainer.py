@@ -34,16 +34,13 @@ from medfuse.train.device import (
     resolve_precision,
     uses_channels_last,
 )
-from medfuse.train.history import best_epoch, plot_curves, write_json
-from medfuse.train.loss import TERMS, FusionLoss
+from medfuse.train.history import LOGGED, best_epoch, plot_curves, summary_line, terms_text, write_json
+from medfuse.train.loss import FusionLoss
 from medfuse.train.model import build_model
 from medfuse.train.run_config import RunConfig
 from medfuse.train.schedule import WarmupCosine, build_optimizer, build_scheduler, set_encoders_frozen
 from medfuse.train.setup import DataSplit, load_data, warm_start
 
-LOGGED = ("total", *TERMS)
-SHORT = {"total": "loss", "content": "cont", "structure": "struct", "detail": "det",
-         "consistency": "cons", "gradient": "grad", "medical": "med"}
 
 
 @dataclass
@@ -212,7 +209,7 @@ class Trainer:
                 else:
                     streak, done = 0, done + 1
                     sums = {k: sums[k] + values[k] for k in LOGGED}
-                progress.update(task, advance=1, terms=_terms_text({k: v / max(done, 1) for k, v in sums.items()}))
+                progress.update(task, advance=1, terms=terms_text({k: v / max(done, 1) for k, v in sums.items()}))
         means = self._global_mean(sums, done)
         means["skipped_steps"] = skipped
         return means
@@ -270,7 +267,7 @@ class Trainer:
             improved = self._track_best(entry)
             self.history.append(entry)
             self._write_epoch(epoch, improved)
-            self.log(_summary_line(entry, self.cfg.epochs, improved))
+            self.log(summary_line(entry, self.cfg.epochs, improved))
             if self.cfg.patience and self.since_best >= self.cfg.patience:
                 self.log(f"early stop: no improvement for {self.since_best} epochs")
                 stopped = True
@@ -333,20 +330,3 @@ class Trainer:
         best_text = f"best {which} loss {self.best_loss:.4f} at epoch {best['epoch']}" if best else "no finite loss"
         self.log(f"done: {len(self.history)} epochs in {seconds:.1f}s; {best_text}; outputs in {self.out}")
         return TrainResult(self.out, len(self.history), best["epoch"] if best else None, self.best_loss, stopped, seconds)
-
-
-def _terms_text(values: dict[str, float]) -> str:
-    return " ".join(f"{SHORT[k]} {v:.4f}" for k, v in values.items())
-
-
-def _summary_line(entry: dict, epochs: int, improved: bool) -> str:
-    val = entry["val"]
-    val_text = f" | val {_terms_text({k: val[k] for k in LOGGED})}" if val else ""
-    lr = max(entry["lr"].values())
-    frozen = " [frozen enc]" if entry["frozen_encoders"] else ""
-    skipped = f" [{entry['train']['skipped_steps']} skipped]" if entry["train"]["skipped_steps"] else ""
-    mark = " *" if improved else ""
-    return (
-        f"epoch {entry['epoch']:3d}/{epochs} train {_terms_text({k: entry['train'][k] for k in LOGGED})}"
-        f"{val_text} | lr {lr:.2e} | {entry['time_s']:.1f}s{frozen}{skipped}{mark}"
-    )
