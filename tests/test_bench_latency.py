@@ -63,7 +63,7 @@ def test_input_batch_cycles_real_pairs():
 def test_latency_command_on_tiny_model(tiny, tmp_path):
     out = tmp_path / "lat.json"
     result = CliRunner().invoke(app, ["latency", "-c", str(tiny.checkpoint), "-a", str(tiny.artifacts),
-                                      "--batches", "1,2", "--iters", "2", "--warmup", "1", "--threads", "1",
+                                      "--batches", "1,2", "--iters", "2", "--warmup", "1", "--threads", "1", "--device", "cpu",
                                       "--no-overhead", "--json", str(out)])
     assert result.exit_code == 0, result.output
     doc = json.loads(out.read_text())
@@ -87,3 +87,19 @@ def test_overhead_rows(tiny, tmp_path):
     e2e = measure_end_to_end(folder, tiny.artifacts)
     assert len(e2e) == 2 and e2e[0].ms_per_pair > 0 and e2e[1].ms_per_pair >= e2e[0].ms_per_pair
     assert "2 of 2 pairs" in e2e[0].note
+
+
+@pytest.mark.gpu
+def test_cuda_rows_are_timed_and_match_the_reference(tiny, tmp_path):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs an NVIDIA GPU visible to PyTorch (CUDA)")
+    from medfuse.benchmarks import suite
+
+    opts = suite.BenchOptions(checkpoint=tiny.checkpoint, device="cuda", batches=(1, 2), iters=3, warmup=1,
+                              overhead=False)
+    res = suite.run_suite(opts, ("latency", "parity"))
+    assert {(r["engine"], r["device"]) for r in res.latency} == {("pytorch-fp32", "cuda"), ("pytorch-fp16", "cuda")}
+    assert all(r["p50_ms"] > 0 and r["copies_included"] for r in res.latency)
+    [row] = res.parity
+    assert row["engine"] == "pytorch-fp16" and row["precision"] == "fp16" and row["passed"], row

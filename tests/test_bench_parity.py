@@ -48,7 +48,7 @@ def test_nan_fails_and_is_counted(stack):
 def test_parity_command_passes_on_tiny_model(tiny, tmp_path):
     out = tmp_path / "parity.json"
     result = CliRunner().invoke(app, ["parity", "-c", str(tiny.checkpoint), "-a", str(tiny.artifacts),
-                                      "--pairs", "2", "--threads", "1", "--json", str(out)])
+                                      "--pairs", "2", "--threads", "1", "--device", "cpu", "--json", str(out)])
     assert result.exit_code == 0, result.output
     rows = {r["engine"]: r for r in json.loads(out.read_text())["parity"]}
     assert set(rows) == {"pytorch-bf16", "onnxruntime-fp32", "onnxruntime-fp16", "onnxruntime-int8"}
@@ -68,7 +68,7 @@ def test_parity_command_exits_nonzero_when_a_row_fails(tiny, monkeypatch):
         return found
 
     monkeypatch.setattr(suite, "discover", with_broken_engine)
-    result = CliRunner().invoke(app, ["parity", "-c", str(tiny.checkpoint), "--pairs", "1", "--threads", "1"])
+    result = CliRunner().invoke(app, ["parity", "-c", str(tiny.checkpoint), "--pairs", "1", "--threads", "1", "--device", "cpu"])
     assert result.exit_code == EXIT_PARITY_FAILED
     assert "FAIL" in result.output and "broken-fp32" in result.output
 
@@ -77,4 +77,4 @@ def test_parity_without_reference_is_a_user_error(tiny):
     from medfuse.runtime.errors import MedfuseError
 
     with pytest.raises(MedfuseError, match="--checkpoint"):
-        suite.run_suite(suite.BenchOptions(artifacts=tiny.artifacts, threads=1), ("parity",))
+        suite.run_suite(suite.BenchOptions(artifacts=tiny.artifacts, threads=1, device="cpu"), ("parity",))

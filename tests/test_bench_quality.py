@@ -83,7 +83,7 @@ def test_quality_with_tiny_model_rows_and_wins(tiny, tmp_path):
     out = tmp_path / "q.json"
     result = CliRunner().invoke(app, ["quality", "-c", str(tiny.checkpoint), "-a", str(tiny.artifacts),
                                       "--baselines", "maximum,laplacian", "-e", "onnxruntime-int8",
-                                      "--threads", "1", "--json", str(out)])
+                                      "--threads", "1", "--device", "cpu", "--json", str(out)])
     assert result.exit_code == 0, result.output
     doc = json.loads(out.read_text())
     assert [(r["method"], r["kind"]) for r in doc["quality"]] == [

@@ -25,7 +25,7 @@ def tiny(tmp_path_factory):
 def report_dir(tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
     result = CliRunner().invoke(app, ["report", "-o", str(out), "-c", str(tiny.checkpoint), "-a", str(tiny.artifacts),
-                                      "--batches", "1,2", "--iters", "2", "--warmup", "0", "--threads", "1",
+                                      "--batches", "1,2", "--iters", "2", "--warmup", "0", "--threads", "1", "--device", "cpu",
                                       "--pairs", "2", "--examples", "2"])
     assert result.exit_code == 0, result.output
     return out
