@@ -142,6 +142,23 @@ def test_pretrain_then_finetune_maps_roles(phantom_dir, tmp_path):
             assert torch.equal(value, ft["model_state"][key.replace("vis_", "ct_", 1)]), key
 
 
+def test_backbone_weights_reach_both_encoders(phantom_dir, tmp_path):
+    from medfuse.train.encoders import ResNetEncoder
+
+    torch.manual_seed(5)  # a torchvision-style state dict shaped like the tiny encoder, fc included
+    state = {k: torch.randn_like(v) * 0.1 if k.endswith(("weight", "bias")) else v
+             for k, v in ResNetEncoder("resnet18", in_channels=3, width=8).state_dict().items()}
+    state["fc.weight"] = torch.zeros(10, 64)
+    torch.save(state, tmp_path / "backbone.pth")
+    output = invoke("finetune", "--data", phantom_dir, "--out", tmp_path / "o", "--backbone-weights", tmp_path / "backbone.pth",
+                    "--epochs", "1", "--limit-pairs", "2", *TINY)
+    assert "encoders initialised from" in output
+    model = load_checkpoint(tmp_path / "o" / "last.pt")["model_state"]  # encoders frozen during the only epoch
+    assert torch.equal(model["ct_encoder.conv1.weight"], state["conv1.weight"])
+    assert torch.allclose(model["mri_encoder.conv1.weight"], state["conv1.weight"].mean(1, keepdim=True))
+    assert torch.equal(model["mri_encoder.layer4.1.conv2.weight"], state["layer4.1.conv2.weight"])
+
+
 def _trainer(phantom_dir, tmp_path, **train) -> Trainer:
     run = RunConfig.defaults("finetune")
     run = run.updated("train", {"data": str(phantom_dir), "out": str(tmp_path / "o"), "precision": "fp32", "device": "cpu",
