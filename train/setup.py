@@ -72,6 +72,9 @@ def warm_start(model: nn.Module, run: RunConfig, log: Log) -> None:
         load_backbone_weights(model, t.backbone_weights)
         log(f"encoders initialised from {t.backbone_weights}")
     if not t.init:
+        if t.stage == "finetune":
+            start = "ImageNet encoders" if t.backbone_weights else "random weights"
+            log(f"no --init: fine-tuning starts from {start}, not from a pretrained vis/ir model")
         return
     data = load_checkpoint(t.init)
     state = data["model_state"]
