@@ -103,3 +103,16 @@ def test_cuda_rows_are_timed_and_match_the_reference(tiny, tmp_path):
     assert all(r["p50_ms"] > 0 and r["copies_included"] for r in res.latency)
     [row] = res.parity
     assert row["engine"] == "pytorch-fp16" and row["precision"] == "fp16" and row["passed"], row
+
+
+def test_artifacts_alone_give_onnx_rows_with_flops_from_the_manifest(tiny, tmp_path):
+    out = tmp_path / "lat.json"
+    result = CliRunner().invoke(app, ["latency", "-a", str(tiny.artifacts), "-e", "onnxruntime-fp32", "--batches", "1",
+                                      "--iters", "1", "--warmup", "0", "--threads", "1", "--device", "cpu",
+                                      "--no-overhead", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    [row] = doc["latency"]
+    assert row["engine"] == "onnxruntime-fp32" and row["speedup"] is None  # no PyTorch reference in this run
+    assert doc["flops_per_image"] > 0 and doc["settings"]["input_size"] == bench_tiny.INPUT_SIZE
+    assert any(s["name"] == "pytorch-*" and "--checkpoint" in s["reason"] for s in doc["skipped"])

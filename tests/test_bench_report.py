@@ -82,3 +82,12 @@ def test_bad_data_folder_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "missing" in err and "\n" not in err
+
+
+def test_report_without_a_model_scores_the_baselines_and_says_what_is_missing(tmp_path):
+    result = CliRunner().invoke(app, ["report", "-o", str(tmp_path), "--examples", "1"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert [r["method"] for r in doc["quality"]] == list(BASELINES) and doc["latency"] == [] and doc["parity"] == []
+    assert {s["name"] for s in doc["skipped"]} >= {"pytorch-*", "parity"}
+    assert not (tmp_path / "latency.png").exists() and cv2.imread(str(tmp_path / "grid.png")) is not None
