@@ -62,9 +62,11 @@ def measure_prepost(folder: Path, cfg: PreprocessConfig, limit: int = 8, repeats
     ]
 
 
-def measure_end_to_end(folder: Path, artifacts: Path, backend: str = "onnxruntime-cpu",
-                       precision: str = "fp32") -> list[StageRow]:
-    """One in-process `medfuse-run CT/ MRI/ -o OUT` over the folder: wall time per pair."""
+def measure_end_to_end(folder: Path, artifacts: Path, backend: str = "auto", precision: str = "auto") -> list[StageRow]:
+    """One in-process `medfuse-run CT/ MRI/ -o OUT` over the folder: wall time per pair.
+
+    Backend and precision default to what `medfuse-run` itself picks here; the row names them.
+    """
     from medfuse.runtime.run import Request, execute
 
     pairs = find_pairs(folder)
