@@ -34,8 +34,7 @@ def plot_curves(path: Path, history: list[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    terms = sorted(history[0]["train"]) if history else []
-    terms = ["total"] + [t for t in terms if t != "total"]
+    terms = [t for t in LOGGED if history and t in history[0]["train"]]
     cols = 4
     rows = max(1, -(-len(terms) // cols))
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
