@@ -141,13 +141,13 @@ class Variant:
     filename: str
     make: Callable[[Context], onnx.ModelProto]
     label: str  # progress text
-    extra_check: Callable[[Context, Path], dict] | None = None  # stored under parity[<its name>]
+    extra_checks: dict[str, Callable[[Context, Path], dict]] = field(default_factory=dict)  # -> parity[name]
 
 
 VARIANTS: dict[str, Variant] = {
     "fp32": Variant("model.onnx", make_fp32, "Exporting fp32 ONNX (torch.onnx dynamo)"),
     "fp16": Variant("model.fp16.onnx", make_fp16, "Converting to fp16 ONNX and checking half arithmetic",
-                    check_half_arithmetic),
+                    {"half_arithmetic": check_half_arithmetic}),
     "int8": Variant("model.int8.onnx", make_int8, "Quantising to int8 QDQ ONNX (calibrating)"),
 }
 
@@ -159,8 +159,8 @@ def export_variant(ctx: Context, precision: str) -> ArtifactRecord:
     result = compare(ctx.reference, onnx_outputs(path, ctx.ct, ctx.mri), precision, ct=ctx.ct, mri=ctx.mri)
     require(result, variant.filename)
     parity = {**result.to_dict(), "inputs": ctx.inputs_text}
-    if variant.extra_check is not None:
-        parity[variant.extra_check.__name__.removeprefix("check_")] = variant.extra_check(ctx, path)
+    for name, check in variant.extra_checks.items():
+        parity[name] = check(ctx, path)
     axes = ["batch", "height", "width"] if ctx.spatial_dynamic else ["batch"]
     return ArtifactRecord.of(path, "onnx", precision, parity, opset=ctx.request.opset, dynamic_axes=axes)
 

@@ -9,9 +9,9 @@ import numpy as np
 import onnx
 import pytest
 
-from export_support import TINY_SIZE, make_tiny_checkpoint, random_pair
+from export_support import TINY_SIZE, random_pair, tiny_export
 from medfuse.export import metadata as meta
-from medfuse.export.onnx_export import export_model, save_checked, trace_to_onnx
+from medfuse.export.onnx_export import trace_to_onnx
 from medfuse.export.parity import TOLERANCES, compare
 from medfuse.export.runners import onnx_outputs, ort_session, torch_outputs
 from medfuse.runtime.errors import MedfuseError
@@ -19,15 +19,7 @@ from medfuse.runtime.errors import MedfuseError
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from medfuse.train.checkpoint import load_model
-
-    folder = tmp_path_factory.mktemp("onnx")
-    model, model_cfg, pre_cfg, sha = load_model(make_tiny_checkpoint(folder / "tiny.pt"))
-    proto, dynamic = export_model(model, pre_cfg.input_size)
-    metadata = meta.with_precision(meta.build_metadata(model_cfg.to_dict(), pre_cfg.to_dict(), sha), "fp32")
-    out = folder / "artifacts"
-    path = save_checked(proto, out / "model.onnx", metadata)
-    return {"model": model, "path": path, "dynamic": dynamic, "sha": sha, "model_cfg": model_cfg, "pre_cfg": pre_cfg}
+    return tiny_export(tmp_path_factory.getbasetemp())
 
 
 def test_file_is_checked_and_self_contained(exported):

@@ -9,12 +9,12 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from export_support import make_tiny_checkpoint, random_pair
+from export_support import random_pair, tiny_export
 from medfuse.export import metadata as meta
 from medfuse.export import pairs
 from medfuse.export.fp16 import FP32_OPS, convert_fp16
 from medfuse.export.int8 import quantize_int8
-from medfuse.export.onnx_export import export_model, save_checked
+from medfuse.export.onnx_export import save_checked
 from medfuse.export.parity import compare
 from medfuse.export.runners import onnx_outputs, ort_session, torch_outputs
 
@@ -23,18 +23,15 @@ F32, F16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
 
 @pytest.fixture(scope="module")
 def variants(tmp_path_factory, phantom_dir):
-    from medfuse.train.checkpoint import load_model
-
+    tiny = tiny_export(tmp_path_factory.getbasetemp())
     folder = tmp_path_factory.mktemp("variants")
-    model, model_cfg, pre_cfg, sha = load_model(make_tiny_checkpoint(folder / "tiny.pt"))
-    base = meta.build_metadata(model_cfg.to_dict(), pre_cfg.to_dict(), sha)
-    fp32 = save_checked(export_model(model, pre_cfg.input_size)[0], folder / "model.onnx", meta.with_precision(base, "fp32"))
+    model, pre_cfg, base, fp32 = tiny["model"], tiny["pre_cfg"], tiny["metadata"], tiny["path"]
     fp16 = save_checked(convert_fp16(onnx.load(str(fp32))), folder / "model.fp16.onnx", meta.with_precision(base, "fp16"))
     calib_ct, calib_mri = pairs.load_arrays(pairs.find_pairs(phantom_dir), pre_cfg)
     int8 = save_checked(quantize_int8(fp32, calib_ct, calib_mri), folder / "model.int8.onnx", meta.with_precision(base, "int8"))
     ct, mri = pairs.phantom_arrays(pre_cfg)
-    return {"model": model, "fp16": fp16, "int8": int8, "ct": ct, "mri": mri,
-            "reference": torch_outputs(model, ct, mri), "folder": folder}
+    return {"model": model, "fp32": fp32, "fp16": fp16, "int8": int8, "ct": ct, "mri": mri,
+            "reference": torch_outputs(model, ct, mri)}
 
 
 def _io_types(model: onnx.ModelProto) -> set[int]:
@@ -106,7 +103,7 @@ def test_int8_parity_and_batches(variants):
 def test_quantizer_leaves_nothing_in_the_working_folder(variants, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     ct, mri = variants["ct"][:1], variants["mri"][:1]
-    quantize_int8(variants["folder"] / "model.onnx", ct, mri)
+    quantize_int8(variants["fp32"], ct, mri)
     assert list(tmp_path.iterdir()) == []
 
 
