@@ -66,11 +66,14 @@ def quality_chart(rows: Sequence[dict], path: Path, metrics: Sequence[str] = MET
     for ax, metric in zip(np.ravel(axes), metrics):
         values = [r[metric] if np.isfinite(r[metric]) else 0.0 for r in rows]
         ax.bar(range(len(rows)), values, color=colours)
+        bar = next((r[metric] for r in rows if r["method"] == "maximum"), None)
+        if bar is not None and np.isfinite(bar):  # the pixel maximum: the baseline to beat
+            ax.axhline(bar, color="black", linestyle="--", linewidth=0.8)
         ax.set_title(metric)
         ax.set_xticks(range(len(rows)), methods, rotation=60, ha="right", fontsize=7)
     for ax in np.ravel(axes)[len(metrics):]:
         ax.axis("off")
-    fig.suptitle("Fusion quality: medfuse (colour) against the classic baselines (grey)")
+    fig.suptitle("Fusion quality: medfuse (colour) against the classic baselines (grey); dashed: pixel maximum")
     fig.tight_layout()
     return _save(fig, path)
 
