@@ -180,7 +180,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return {k: float(terms[k].detach()) for k in LOGGED}
+        return _floats(terms)
 
     def _nonfinite(self, epoch: int, step: int, streak: int) -> None:
         self.log(f"epoch {epoch + 1} step {step + 1}: non-finite loss; step skipped, weights untouched", "yellow")
@@ -230,7 +230,8 @@ class Trainer:
         for ct, mri in self.val_loader:
             ct, mri = self._batch(ct, mri)
             _, terms = self._forward_loss(self.model, ct, mri)
-            sums = {k: sums[k] + float(terms[k]) * ct.shape[0] for k in LOGGED}
+            values = _floats(terms)
+            sums = {k: sums[k] + values[k] * ct.shape[0] for k in LOGGED}
             count += ct.shape[0]
         return self._global_mean(sums, count)
 
@@ -330,3 +331,8 @@ class Trainer:
         best_text = f"best {which} loss {self.best_loss:.4f} at epoch {best['epoch']}" if best else "no finite loss"
         self.log(f"done: {len(self.history)} epochs in {seconds:.1f}s; {best_text}; outputs in {self.out}")
         return TrainResult(self.out, len(self.history), best["epoch"] if best else None, self.best_loss, stopped, seconds)
+
+
+def _floats(terms: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The logged loss values as Python floats with one device sync instead of one per term."""
+    return dict(zip(LOGGED, torch.stack([terms[k].detach().float() for k in LOGGED]).tolist()))
