@@ -23,10 +23,10 @@ def test_spec_defaults_per_stage():
 def test_file_then_options_then_set(tmp_path):
     toml = tmp_path / "run.toml"
     toml.write_text('[train]\nepochs = 7\nlr = 3e-5\n[loss]\nw_content = 1.0\n[preprocess]\nclahe = true\n')
-    train = _train_values(data=tmp_path, out=tmp_path / "o", lr=2e-5, case_regex="", precision=None)
+    train = _train_values(data=tmp_path, out=tmp_path / "o", lr=2e-5, case_regex="", precision=None, threads=1)
     run = _fresh_config("finetune", train, toml, ModelSize.tiny, 64, _parse_set(["loss.w_medical=2", "augment.hflip_p=0"]))
     assert run.train.epochs == 7 and run.train.lr == 2e-5  # option beats file
-    assert run.train.case_regex is None and run.train.data == str(tmp_path)
+    assert run.train.case_regex is None and run.train.data == str(tmp_path) and run.train.threads == 1
     assert run.loss.w_content == 1.0 and run.loss.w_medical == 2 and run.augment.hflip_p == 0
     assert run.preprocess.clahe and run.preprocess.input_size == 64
     assert run.model.width == 8 and run.model.roles == ("ct", "mri")

@@ -40,7 +40,7 @@ class ModelSize(str, Enum):
 
 
 # Settings that may change when resuming; everything else would make the run a different one.
-RESUMABLE = {"epochs", "device", "precision", "num_workers", "steps_per_epoch", "max_nonfinite_steps"}
+RESUMABLE = {"epochs", "device", "precision", "num_workers", "threads", "steps_per_epoch", "max_nonfinite_steps"}
 
 Data = Annotated[Optional[Path], typer.Option(help="Folder with CT/ + MRI/ (finetune) or vis/ + ir/ (pretrain).")]
 Out = Annotated[Optional[Path], typer.Option(help="Output folder: best.pt, last.pt, epoch_NNN.pt, history.json, curves.png, config.json.")]
@@ -69,6 +69,7 @@ Augment = Annotated[Optional[bool], typer.Option("--augment/--no-augment", help=
 SkipUnpaired = Annotated[Optional[bool], typer.Option("--skip-unpaired", help="Ignore files without a partner (counted) instead of stopping.")]
 LimitPairs = Annotated[Optional[int], typer.Option(help="Quick runs: use N training pairs (and ~N*val-fraction validation pairs).")]
 StepsPerEpoch = Annotated[Optional[int], typer.Option(help="Quick runs: at most this many training batches per epoch.")]
+Threads = Annotated[Optional[int], typer.Option(help="torch CPU threads (default: one per core); on a busy shared CPU, 1 can be several times faster.")]
 Workers = Annotated[Optional[int], typer.Option(help="DataLoader workers (default 0: data is already in memory).")]
 Set = Annotated[Optional[list[str]], typer.Option("--set", help="Any other setting as SECTION.FIELD=VALUE, e.g. loss.w_content=10 (repeatable).")]
 
@@ -171,7 +172,7 @@ def pretrain(
     checkpoint_every: Every = None, val_fraction: ValFraction = None, case_regex: CaseRegex = None,
     seed: Seed = None, precision: PrecisionOpt = None, device: Device = None, augment: Augment = None,
     skip_unpaired: SkipUnpaired = None, limit_pairs: LimitPairs = None, steps_per_epoch: StepsPerEpoch = None,
-    num_workers: Workers = None, set_values: Set = None,
+    num_workers: Workers = None, threads: Threads = None, set_values: Set = None,
 ) -> None:
     """Visible-infrared pretraining on DATA/vis + DATA/ir (encoders named vis_/ir_)."""
     train = {k: v for k, v in locals().items() if k not in ("config", "resume", "model_size", "input_size", "set_values")}
@@ -189,7 +190,7 @@ def finetune(
     checkpoint_every: Every = None, val_fraction: ValFraction = None, case_regex: CaseRegex = None,
     seed: Seed = None, precision: PrecisionOpt = None, device: Device = None, augment: Augment = None,
     skip_unpaired: SkipUnpaired = None, limit_pairs: LimitPairs = None, steps_per_epoch: StepsPerEpoch = None,
-    num_workers: Workers = None, set_values: Set = None,
+    num_workers: Workers = None, threads: Threads = None, set_values: Set = None,
 ) -> None:
     """CT-MRI fine-tuning on DATA/CT + DATA/MRI, usually from a pretrained --init checkpoint."""
     train = {k: v for k, v in locals().items() if k not in ("config", "resume", "model_size", "input_size", "set_values")}

@@ -54,6 +54,8 @@ class TrainConfig:
     limit_pairs: int | None = None  # use only the first N pairs (quick runs)
     steps_per_epoch: int | None = None  # cap training batches per epoch (quick runs)
     num_workers: int = 0  # DataLoader workers; data is already in memory, so 0 is usually best
+    threads: int | None = None  # torch CPU threads (None: torch's default, one per core). On a shared,
+    # oversubscribed CPU use fewer than the free cores: a descheduled OpenMP thread stalls every op.
     max_nonfinite_steps: int = 3  # consecutive non-finite losses (steps skipped) before giving up
 
     def __post_init__(self) -> None:
@@ -67,6 +69,7 @@ class TrainConfig:
             (0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)"),
             (self.steps_per_epoch is None or self.steps_per_epoch > 0, "steps_per_epoch must be positive"),
             (self.limit_pairs is None or self.limit_pairs > 0, "limit_pairs must be positive"),
+            (self.threads is None or self.threads > 0, "threads must be positive"),
         ]
         for ok, message in checks:
             if not ok:

@@ -63,6 +63,8 @@ class Trainer:
     def __init__(self, run: RunConfig, env: DistEnv, console: Console | None = None, resume: dict | None = None):
         self.run, self.cfg, self.env = run, run.train, env
         self.console = console or Console()
+        if self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
         self.device = resolve_device(self.cfg.device, env.local_rank)
         self.precision = resolve_precision(self.cfg.precision, self.device)
         self.channels_last = uses_channels_last(self.precision, self.device)
