@@ -26,7 +26,7 @@ from medfuse.export.manifest import MANIFEST, ArtifactRecord, build_manifest, wr
 from medfuse.export.metadata import build_metadata, with_precision
 from medfuse.export.onnx_export import DEFAULT_OPSET, export_model, save_checked
 from medfuse.export.parity import compare, require
-from medfuse.export.runners import onnx_outputs, reference_outputs, torch_outputs
+from medfuse.export.runners import engine_outputs, onnx_outputs, reference_outputs, torch_outputs
 from medfuse.export.tensorrt_build import BatchProfile, EngineOptions, build_engine, engine_unavailable
 from medfuse.export.triton import write_repository
 from medfuse.runtime.errors import MedfuseError
@@ -34,6 +34,7 @@ from medfuse.runtime.errors import MedfuseError
 ENGINE_MODES = ("auto", "require", "skip")
 PLAN = "model.plan"
 PLAN_SIDECAR = "model.plan.json"
+ENGINE_TOLERANCE = "fp16"  # see build_plan
 
 
 def default_timing_cache() -> Path:
@@ -228,12 +229,17 @@ def build_plan(ctx: Context, reporter: Reporter) -> None:
     options = EngineOptions(batch=request.batch, input_size=ctx.input_size, timing_cache=request.timing_cache,
                             version_compatible=request.version_compatible,
                             exclude_lean_runtime=request.exclude_lean_runtime, hardware_compat=request.hardware_compat)
-    with reporter.step(f"Building the TensorRT {precision} engine"):
+    with reporter.step(f"Building the TensorRT {precision} engine and checking it"):
         info = build_engine(ctx.staging / VARIANTS[precision].filename, ctx.staging / PLAN, options,
                             precision=precision, preprocess_config=ctx.preprocess_config.to_dict(),
                             metadata=with_precision(ctx.metadata, precision))
-    ctx.records.append(ArtifactRecord.of(ctx.staging / PLAN, "tensorrt-plan", precision, None, sidecar=PLAN_SIDECAR,
-                                         tensorrt_version=info["tensorrt_version"], gpu_name=info["gpu_name"]))
+        out = engine_outputs(ctx.staging / PLAN, info, ctx.ct, ctx.mri, min_batch=request.batch.min)
+    # Judged with the fp16 tolerance whatever the engine's precision: an fp32 engine computes
+    # convolutions in TF32 by default, whose 10-bit mantissa is fp16's.
+    result = require(compare(ctx.reference, out, ENGINE_TOLERANCE, ct=ctx.ct, mri=ctx.mri), PLAN)
+    ctx.records.append(ArtifactRecord.of(
+        ctx.staging / PLAN, "tensorrt-plan", precision, {**result.to_dict(), "inputs": ctx.inputs_text},
+        sidecar=PLAN_SIDECAR, tensorrt_version=info["tensorrt_version"], gpu_name=info["gpu_name"]))
 
 
 def write_triton(ctx: Context) -> list[Path]:

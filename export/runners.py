@@ -47,3 +47,18 @@ def reference_outputs(path: str | Path, ct: np.ndarray, mri: np.ndarray) -> np.n
     from onnx.reference import ReferenceEvaluator
 
     return ReferenceEvaluator(str(path)).run(["fused"], {"ct": ct, "mri": mri})[0].astype(np.float32)
+
+
+def engine_outputs(plan: str | Path, sidecar: dict, ct: np.ndarray, mri: np.ndarray, min_batch: int = 1) -> np.ndarray:
+    """Run a built engine through the runtime's TensorRT runner (pads up to the profile's min batch)."""
+    from medfuse.runtime.backends.tensorrt_backend import PlanInfo, TensorRTRunner
+
+    count, pad = len(ct), max(0, min_batch - len(ct))
+    if pad:
+        ct, mri = np.concatenate([ct, np.repeat(ct[-1:], pad, 0)]), np.concatenate([mri, np.repeat(mri[-1:], pad, 0)])
+    runner = TensorRTRunner(Path(plan), PlanInfo.from_sidecar(sidecar, Path(plan)))
+    runner.activate()
+    try:
+        return runner.infer({"ct": ct, "mri": mri})["fused"][:count].astype(np.float32)
+    finally:
+        runner.close()
