@@ -115,6 +115,18 @@ def test_resume_with_more_epochs_stretches_the_schedule(finished_run, tmp_path):
     assert history[3]["lr"]["decoder"] == pytest.approx(0.25e-5)
 
 
+def test_fresh_run_refuses_an_old_run_unless_overwrite(finished_run, phantom_dir, tmp_path):
+    out = tmp_path / "old"
+    shutil.copytree(finished_run[0], out)
+    args = ["finetune", "--data", phantom_dir, "--out", out, "--epochs", "1", "--limit-pairs", "2", *TINY]
+    result = CliRunner().invoke(cli.app, [str(a) for a in args])
+    assert result.exit_code != 0 and "already holds a training run" in str(result.exception)
+    invoke(*args, "--overwrite")
+    assert not (out / "epoch_002.pt").exists()  # the old run's files are gone, not mixed with the new
+    assert load_checkpoint(out / "last.pt")["epoch"] == 1
+    assert [e["epoch"] for e in json.loads((out / "history.json").read_text())["epochs"]] == [1]
+
+
 def test_resume_refuses_other_settings(finished_run):
     out, _ = finished_run
     result = CliRunner().invoke(cli.app, ["finetune", "--resume", str(out), "--lr", "0.1"])

@@ -70,6 +70,7 @@ SkipUnpaired = Annotated[Optional[bool], typer.Option("--skip-unpaired", help="I
 LimitPairs = Annotated[Optional[int], typer.Option(help="Quick runs: use N training pairs (and ~N*val-fraction validation pairs).")]
 StepsPerEpoch = Annotated[Optional[int], typer.Option(help="Quick runs: at most this many training batches per epoch.")]
 Threads = Annotated[Optional[int], typer.Option(help="torch CPU threads (default: one per core); on a busy shared CPU, 1 can be several times faster.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace the run already in --out (its checkpoints, history, curves, config).")]
 Workers = Annotated[Optional[int], typer.Option(help="DataLoader workers (default 0: data is already in memory).")]
 Set = Annotated[Optional[list[str]], typer.Option("--set", help="Any other setting as SECTION.FIELD=VALUE, e.g. loss.w_content=10 (repeatable).")]
 
@@ -143,7 +144,7 @@ def _resumed_config(stage: str, folder: Path, train: dict, others_given: bool) -
 
 
 def _execute(stage: str, resume: Path | None, config_file: Path | None, model_size: ModelSize | None,
-             input_size: int | None, set_items: list[str] | None, train: dict) -> None:
+             input_size: int | None, set_items: list[str] | None, train: dict, overwrite: bool = False) -> None:
     from medfuse.train.device import init_distributed, shutdown_distributed
     from medfuse.train.trainer import Trainer
 
@@ -156,7 +157,7 @@ def _execute(stage: str, resume: Path | None, config_file: Path | None, model_si
         run = _fresh_config(stage, train, config_file, model_size, input_size, extra)
     env = init_distributed(run.train.device)
     try:
-        Trainer(run, env, resume=ckpt).fit()
+        Trainer(run, env, resume=ckpt, overwrite=overwrite).fit()
     finally:
         shutdown_distributed()
 
@@ -172,11 +173,11 @@ def pretrain(
     checkpoint_every: Every = None, val_fraction: ValFraction = None, case_regex: CaseRegex = None,
     seed: Seed = None, precision: PrecisionOpt = None, device: Device = None, augment: Augment = None,
     skip_unpaired: SkipUnpaired = None, limit_pairs: LimitPairs = None, steps_per_epoch: StepsPerEpoch = None,
-    num_workers: Workers = None, threads: Threads = None, set_values: Set = None,
+    num_workers: Workers = None, threads: Threads = None, overwrite: Overwrite = False, set_values: Set = None,
 ) -> None:
     """Visible-infrared pretraining on DATA/vis + DATA/ir (encoders named vis_/ir_)."""
-    train = {k: v for k, v in locals().items() if k not in ("config", "resume", "model_size", "input_size", "set_values")}
-    _execute("pretrain", resume, config, model_size, input_size, set_values, _train_values(**train))
+    train = {k: v for k, v in locals().items() if k not in ("config", "resume", "model_size", "input_size", "set_values", "overwrite")}
+    _execute("pretrain", resume, config, model_size, input_size, set_values, _train_values(**train), overwrite)
 
 
 @app.command()
@@ -190,11 +191,11 @@ def finetune(
     checkpoint_every: Every = None, val_fraction: ValFraction = None, case_regex: CaseRegex = None,
     seed: Seed = None, precision: PrecisionOpt = None, device: Device = None, augment: Augment = None,
     skip_unpaired: SkipUnpaired = None, limit_pairs: LimitPairs = None, steps_per_epoch: StepsPerEpoch = None,
-    num_workers: Workers = None, threads: Threads = None, set_values: Set = None,
+    num_workers: Workers = None, threads: Threads = None, overwrite: Overwrite = False, set_values: Set = None,
 ) -> None:
     """CT-MRI fine-tuning on DATA/CT + DATA/MRI, usually from a pretrained --init checkpoint."""
-    train = {k: v for k, v in locals().items() if k not in ("config", "resume", "model_size", "input_size", "set_values")}
-    _execute("finetune", resume, config, model_size, input_size, set_values, _train_values(**train))
+    train = {k: v for k, v in locals().items() if k not in ("config", "resume", "model_size", "input_size", "set_values", "overwrite")}
+    _execute("finetune", resume, config, model_size, input_size, set_values, _train_values(**train), overwrite)
 
 
 def main() -> None:

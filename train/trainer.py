@@ -57,18 +57,38 @@ class NonFiniteLoss(MedfuseError):
     """Too many consecutive steps with a NaN/inf loss: the run is diverging."""
 
 
+RUN_FILES = ("last.pt", "best.pt", "epoch_*.pt", "history.json", "curves.png", "config.json")
+
+
+def check_fresh_out(out: Path, overwrite: bool) -> None:
+    """A new run must not mix its files with an earlier run's (stale best.pt, epoch_NNN.pt)."""
+    if (out / "last.pt").exists() and not overwrite:
+        raise MedfuseError("already holds a training run (last.pt): continue it with --resume, "
+                           "or pass --overwrite to replace it", out)
+
+
+def remove_run_files(out: Path) -> None:
+    for pattern in RUN_FILES:
+        for path in out.glob(pattern):
+            path.unlink()
+
+
 class Trainer:
     """Owns the model, optimiser state and loaders of one run (one process of a DDP job)."""
 
-    def __init__(self, run: RunConfig, env: DistEnv, console: Console | None = None, resume: dict | None = None):
+    def __init__(self, run: RunConfig, env: DistEnv, console: Console | None = None, resume: dict | None = None,
+                 overwrite: bool = False):
         self.run, self.cfg, self.env = run, run.train, env
+        self.out = Path(self.cfg.out)
+        self.overwrite = overwrite
+        if resume is None:
+            check_fresh_out(self.out, overwrite)
         self.console = console or Console()
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
         self.device = resolve_device(self.cfg.device, env.local_rank)
         self.precision = resolve_precision(self.cfg.precision, self.device)
         self.channels_last = uses_channels_last(self.precision, self.device)
-        self.out = Path(self.cfg.out)
         self.data: DataSplit = load_data(run, self.log)
         torch.manual_seed(self.cfg.seed)
         self.model = build_model(run.model)
@@ -249,6 +269,8 @@ class Trainer:
         started = time.perf_counter()
         if self.env.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
+            if self.overwrite and self.start_epoch == 0:
+                remove_run_files(self.out)
             write_json(self.out / "config.json", self.run.to_dict())
         self.log(
             f"training on {self.device} ({self.precision}{', channels_last' if self.channels_last else ''}"
