@@ -92,3 +92,11 @@ def test_stale_artifacts_of_an_earlier_export_are_removed(fake_engine, tmp_path)
     pipeline.run_export(pipeline.ExportRequest(tiny["checkpoint"], out, engine="skip"))
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "notes.txt"]
     np.testing.assert_equal(json.loads((out / "manifest.json").read_text())["artifacts"][0]["file"], "model.onnx")
+
+
+def test_half_check_skipped_for_large_fixed_inputs(tmp_path):
+    from medfuse.runtime.preprocess import PreprocessConfig
+
+    ctx = pipeline.Context(pipeline.ExportRequest(tmp_path / "c.pt", tmp_path), tmp_path,
+                           preprocess_config=PreprocessConfig(input_size=256), spatial_dynamic=False)
+    assert "too slow" in pipeline.check_half_arithmetic(ctx, tmp_path / "model.fp16.onnx")["skipped"]
