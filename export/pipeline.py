@@ -1,4 +1,4 @@
-"""The steps of `medfuse-export`: validate, load, export each variant, check it, build the engine, publish.
+"""The steps of `medfuse-export`: validate, load, export each variant, build the engine, publish.
 
 Every artifact is written into a staging folder inside the target and moved into place only
 when all of them passed their parity check; `manifest.json` goes last. A failure removes the
@@ -10,163 +10,28 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ContextManager, Protocol
 
 import numpy as np
-import onnx
 
 from medfuse.export import pairs
-from medfuse.export.fp16 import convert_fp16
-from medfuse.export.int8 import quantize_int8
+from medfuse.export.context import Context, ExportRequest, Reporter, SilentReporter, default_timing_cache
 from medfuse.export.manifest import MANIFEST, ArtifactRecord, build_manifest, write_manifest
 from medfuse.export.metadata import build_metadata, with_precision
-from medfuse.export.onnx_export import DEFAULT_OPSET, export_model, save_checked
 from medfuse.export.parity import compare, require
-from medfuse.export.runners import engine_outputs, onnx_outputs, reference_outputs, torch_outputs
-from medfuse.export.tensorrt_build import BatchProfile, EngineOptions, build_engine, engine_unavailable
+from medfuse.export.runners import engine_outputs, torch_outputs
+from medfuse.export.tensorrt_build import EngineOptions, build_engine, engine_unavailable
 from medfuse.export.triton import write_repository
+from medfuse.export.variants import VARIANTS, export_variant
 from medfuse.runtime.errors import MedfuseError
+
+__all__ = ["ExportRequest", "ExportResult", "default_timing_cache", "run_export"]
 
 ENGINE_MODES = ("auto", "require", "skip")
 PLAN = "model.plan"
 PLAN_SIDECAR = "model.plan.json"
 ENGINE_TOLERANCE = "fp16"  # see build_plan
-
-
-def default_timing_cache() -> Path:
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "medfuse" / "tensorrt-timing.cache"
-
-
-@dataclass(frozen=True)
-class ExportRequest:
-    checkpoint: Path
-    out_dir: Path
-    fp16: bool = False  # also write model.fp16.onnx (and build the engine from it)
-    int8: bool = False  # also write model.int8.onnx; needs calib_dir
-    calib_dir: Path | None = None  # real CT/MRI pairs: int8 calibration and extra parity inputs
-    calib_pairs: int = 32  # pairs used to calibrate int8 (spread over the folder)
-    parity_pairs: int = 8  # other real pairs compared at export, besides the phantoms
-    engine: str = "auto"  # auto: build when a GPU and TensorRT exist; require: error otherwise; skip
-    batch: BatchProfile = BatchProfile(1, 4, 32)  # engine profile; its max is Triton's max_batch_size
-    triton_repo: Path | None = None
-    version_compatible: bool = False
-    exclude_lean_runtime: bool = False
-    hardware_compat: bool = False
-    opset: int = DEFAULT_OPSET
-    timing_cache: Path = field(default_factory=default_timing_cache)
-
-    @property
-    def precisions(self) -> tuple[str, ...]:
-        return ("fp32",) + (("fp16",) if self.fp16 else ()) + (("int8",) if self.int8 else ())
-
-
-class Reporter(Protocol):
-    def step(self, text: str) -> ContextManager[None]: ...
-    def note(self, text: str) -> None: ...
-
-
-class SilentReporter:
-    @contextmanager
-    def step(self, text: str) -> Iterator[None]:
-        yield
-
-    def note(self, text: str) -> None:
-        pass
-
-
-@dataclass
-class Context:
-    """What the steps share: the loaded model, its inputs and reference outputs, what was written."""
-
-    request: ExportRequest
-    staging: Path
-    model: object = None
-    model_config: dict = field(default_factory=dict)
-    preprocess_config: object = None
-    checkpoint_sha256: str = ""
-    metadata: dict = field(default_factory=dict)
-    ct: np.ndarray | None = None  # parity inputs [N,3,S,S]
-    mri: np.ndarray | None = None
-    inputs_text: str = ""
-    reference: np.ndarray | None = None  # PyTorch fp32 outputs on ct/mri
-    calib_ct: np.ndarray | None = None
-    calib_mri: np.ndarray | None = None
-    spatial_dynamic: bool = False
-    records: list[ArtifactRecord] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def input_size(self) -> int:
-        return self.preprocess_config.input_size
-
-
-# ------------------------------------------------------------------ one function per ONNX variant
-def make_fp32(ctx: Context) -> onnx.ModelProto:
-    model, ctx.spatial_dynamic = export_model(ctx.model, ctx.input_size, ctx.request.opset)
-    return model
-
-
-def make_fp16(ctx: Context) -> onnx.ModelProto:
-    return convert_fp16(onnx.load(str(ctx.staging / VARIANTS["fp32"].filename)))
-
-
-def make_int8(ctx: Context) -> onnx.ModelProto:
-    return quantize_int8(ctx.staging / VARIANTS["fp32"].filename, ctx.calib_ct, ctx.calib_mri)
-
-
-HALF_CHECK_SIDE = 64  # centre crop the reference evaluator runs on (~10 s for the full model)
-
-
-def check_half_arithmetic(ctx: Context, path: Path) -> dict:
-    """fp16 parity with real half-precision arithmetic, on a centre crop of the first parity pair.
-
-    ONNX Runtime's CPU provider computes most fp16 nodes in fp32, so its figures prove the fp16
-    weights and graph but not the half maths a GPU runs; the reference evaluator does that maths.
-    """
-    if not ctx.spatial_dynamic and ctx.input_size > HALF_CHECK_SIDE:
-        return {"skipped": f"the file has fixed {ctx.input_size}x{ctx.input_size} inputs; the reference "
-                           f"evaluator is too slow at that size"}
-    side = min(HALF_CHECK_SIDE, ctx.input_size)
-    lo = (ctx.input_size - side) // 2
-    crop = (slice(0, 1), slice(None), slice(lo, lo + side), slice(lo, lo + side))
-    ct, mri = np.ascontiguousarray(ctx.ct[crop]), np.ascontiguousarray(ctx.mri[crop])
-    result = compare(torch_outputs(ctx.model, ct, mri), reference_outputs(path, ct, mri), "fp16")
-    require(result, f"{path.name} (half-precision arithmetic)")
-    return {**result.to_dict(), "inputs": f"{side}x{side} centre crop of 1 pair, ONNX reference evaluator"}
-
-
-@dataclass(frozen=True)
-class Variant:
-    filename: str
-    make: Callable[[Context], onnx.ModelProto]
-    label: str  # progress text
-    extra_checks: dict[str, Callable[[Context, Path], dict]] = field(default_factory=dict)  # -> parity[name]
-
-
-VARIANTS: dict[str, Variant] = {
-    "fp32": Variant("model.onnx", make_fp32, "Exporting fp32 ONNX (torch.onnx dynamo)"),
-    "fp16": Variant("model.fp16.onnx", make_fp16, "Converting to fp16 ONNX and checking half arithmetic",
-                    {"half_arithmetic": check_half_arithmetic}),
-    "int8": Variant("model.int8.onnx", make_int8, "Quantising to int8 QDQ ONNX (calibrating)"),
-}
-
-
-def export_variant(ctx: Context, precision: str) -> ArtifactRecord:
-    """Make, check and save one ONNX file, then compare it with PyTorch; over tolerance raises."""
-    variant = VARIANTS[precision]
-    path = save_checked(variant.make(ctx), ctx.staging / variant.filename, with_precision(ctx.metadata, precision))
-    result = compare(ctx.reference, onnx_outputs(path, ctx.ct, ctx.mri), precision, ct=ctx.ct, mri=ctx.mri)
-    require(result, variant.filename)
-    parity = {**result.to_dict(), "inputs": ctx.inputs_text}
-    for name, check in variant.extra_checks.items():
-        parity[name] = check(ctx, path)
-    axes = ["batch", "height", "width"] if ctx.spatial_dynamic else ["batch"]
-    return ArtifactRecord.of(path, "onnx", precision, parity, opset=ctx.request.opset, dynamic_axes=axes)
 
 
 # ------------------------------------------------------------------ validation and loading

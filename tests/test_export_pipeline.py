@@ -12,7 +12,8 @@ import onnx
 import pytest
 
 from export_support import tiny_export
-from medfuse.export import pipeline
+from medfuse.export import pipeline, variants
+from medfuse.export.context import Context
 from medfuse.export.manifest import sha256_file
 from medfuse.export.tensorrt_build import BatchProfile
 from medfuse.runtime.errors import MedfuseError
@@ -23,7 +24,7 @@ def fake_engine(tmp_path_factory, monkeypatch):
     """Reuse the session's tiny export and replace TensorRT with a plan-writing fake."""
     tiny = tiny_export(tmp_path_factory.getbasetemp())
     proto = onnx.load(str(tiny["path"]))
-    monkeypatch.setattr(pipeline, "export_model", lambda model, size, opset: (onnx.ModelProto.FromString(
+    monkeypatch.setattr(variants, "export_model", lambda model, size, opset: (onnx.ModelProto.FromString(
         proto.SerializeToString()), tiny["dynamic"]))
     monkeypatch.setattr(pipeline, "engine_unavailable", lambda: None)
     calls = {}
@@ -97,6 +98,6 @@ def test_stale_artifacts_of_an_earlier_export_are_removed(fake_engine, tmp_path)
 def test_half_check_skipped_for_large_fixed_inputs(tmp_path):
     from medfuse.runtime.preprocess import PreprocessConfig
 
-    ctx = pipeline.Context(pipeline.ExportRequest(tmp_path / "c.pt", tmp_path), tmp_path,
+    ctx = Context(pipeline.ExportRequest(tmp_path / "c.pt", tmp_path), tmp_path,
                            preprocess_config=PreprocessConfig(input_size=256), spatial_dynamic=False)
-    assert "too slow" in pipeline.check_half_arithmetic(ctx, tmp_path / "model.fp16.onnx")["skipped"]
+    assert "too slow" in variants.check_half_arithmetic(ctx, tmp_path / "model.fp16.onnx")["skipped"]
