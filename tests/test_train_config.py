@@ -7,7 +7,8 @@ import json
 import pytest
 
 from medfuse.runtime.errors import MedfuseError
-from medfuse.train.cli import ModelSize, _fresh_config, _parse_set, _train_values
+from medfuse.train.cli import _parse_set, _train_values
+from medfuse.train.resolve import Request, fresh_run
 from medfuse.train.run_config import RunConfig, TrainConfig, read_config_file
 
 
@@ -22,18 +23,20 @@ def test_spec_defaults_per_stage():
 
 def test_file_then_options_then_set(tmp_path):
     toml = tmp_path / "run.toml"
-    toml.write_text('[train]\nepochs = 7\nlr = 3e-5\n[loss]\nw_content = 1.0\n[preprocess]\nclahe = true\n')
+    toml.write_text('[train]\nepochs = 7\nlr = 3e-5\n[loss]\nw_content = 1.0\n[preprocess]\nclahe = true\n'
+                    '[model]\noutput_head = "plain"\n')
     train = _train_values(data=tmp_path, out=tmp_path / "o", lr=2e-5, case_regex="", precision=None, threads=1)
-    run = _fresh_config("finetune", train, toml, ModelSize.tiny, 64, _parse_set(["loss.w_medical=2", "augment.hflip_p=0"]))
+    run = fresh_run(Request("finetune", train, toml, "tiny", 64, _parse_set(["loss.w_medical=2", "augment.hflip_p=0"])))
     assert run.train.epochs == 7 and run.train.lr == 2e-5  # option beats file
     assert run.train.case_regex is None and run.train.data == str(tmp_path) and run.train.threads == 1
     assert run.loss.w_content == 1.0 and run.loss.w_medical == 2 and run.augment.hflip_p == 0
     assert run.preprocess.clahe and run.preprocess.input_size == 64
     assert run.model.width == 8 and run.model.roles == ("ct", "mri")
+    assert run.model.output_head == "plain"  # the preset sits under the file's [model] fields
     # the output folder's config.json is itself a valid --config
     saved = tmp_path / "config.json"
     saved.write_text(json.dumps(run.to_dict()))
-    again = _fresh_config("finetune", {}, saved, None, None, {})
+    again = fresh_run(Request("finetune", config_file=saved))
     assert again == run
 
 
@@ -51,7 +54,7 @@ def test_config_errors(tmp_path):
     with pytest.raises(MedfuseError, match="SECTION.FIELD=VALUE"):
         _parse_set(["w_content=3"])
     with pytest.raises(MedfuseError, match="--data and --out are required"):
-        _fresh_config("finetune", {}, None, None, None, {})
+        fresh_run(Request("finetune"))
     (tmp_path / "broken.toml").write_text("[train\n")
     with pytest.raises(MedfuseError, match="cannot parse config file"):
         read_config_file(tmp_path / "broken.toml")

@@ -127,10 +127,15 @@ def test_fresh_run_refuses_an_old_run_unless_overwrite(finished_run, phantom_dir
     assert [e["epoch"] for e in json.loads((out / "history.json").read_text())["epochs"]] == [1]
 
 
-def test_resume_refuses_other_settings(finished_run):
+def test_resume_accepts_the_same_command_and_refuses_changes(finished_run, phantom_dir):
     out, _ = finished_run
-    result = CliRunner().invoke(cli.app, ["finetune", "--resume", str(out), "--lr", "0.1"])
-    assert result.exit_code != 0 and "only" in str(result.exception)
+    # a script that repeats its original command with --resume (finished run: nothing left to do)
+    output = invoke("finetune", "--resume", out, "--data", phantom_dir, "--out", out, "--epochs", "3",
+                    "--checkpoint-every", "2", *TINY)
+    assert "after epoch 3" in output and load_checkpoint(out / "last.pt")["epoch"] == 3
+    for change in (["--lr", "0.1"], ["--set", "loss.w_content=1"], ["--model-size", "default"]):
+        result = CliRunner().invoke(cli.app, ["finetune", "--resume", str(out), *change])
+        assert result.exit_code != 0 and "settings differ from it" in str(result.exception), change
 
 
 def test_pretrain_then_finetune_maps_roles(phantom_dir, tmp_path):

@@ -1,6 +1,7 @@
 """`medfuse-train pretrain|finetune`: thin commands over `Trainer`.
 
-Settings are layered: stage defaults < --config FILE (JSON/TOML, sections train/model/loss/
+Settings are layered (train/resolve.py): stage defaults < model preset (--model-size, or the
+--init checkpoint's architecture) < --config FILE (JSON/TOML, sections train/model/loss/
 preprocess/augment, the format of an output folder's config.json) < explicit options < --set.
 The same command runs under `torchrun --nproc-per-node N` (DDP; only rank 0 writes).
 """
@@ -15,9 +16,8 @@ from typing import Annotated, Optional
 import typer
 
 from medfuse.runtime.errors import MedfuseError, run_cli
-from medfuse.train.checkpoint import load_checkpoint
-from medfuse.train.config import ModelConfig
-from medfuse.train.run_config import SECTIONS, STAGE_ROLES, RunConfig, read_config_file
+from medfuse.train.resolve import Request, fresh_run, resumed_run
+from medfuse.train.run_config import SECTIONS
 
 app = typer.Typer(
     pretty_exceptions_enable=False,
@@ -38,9 +38,6 @@ class ModelSize(str, Enum):
     default = "default"  # the spec's ResNet34 network (~55 M parameters)
     tiny = "tiny"  # ModelConfig.tiny(): same structure, a few hundred thousand parameters (demos, tests)
 
-
-# Settings that may change when resuming; everything else would make the run a different one.
-RESUMABLE = {"epochs", "device", "precision", "num_workers", "threads", "steps_per_epoch", "max_nonfinite_steps"}
 
 Data = Annotated[Optional[Path], typer.Option(help="Folder with CT/ + MRI/ (finetune) or vis/ + ir/ (pretrain).")]
 Out = Annotated[Optional[Path], typer.Option(help="Output folder: best.pt, last.pt, epoch_NNN.pt, history.json, curves.png, config.json.")]
@@ -101,60 +98,13 @@ def _parse_set(items: list[str] | None) -> dict[str, dict]:
     return sections
 
 
-def _fresh_config(stage: str, train: dict, config_file: Path | None, model_size: ModelSize | None,
-                  input_size: int | None, extra: dict[str, dict]) -> RunConfig:
-    from medfuse.train.setup import init_model_config
-
-    run = RunConfig.defaults(stage)
-    if config_file:
-        run = run.merged(read_config_file(config_file), str(config_file))
-    run = run.updated("train", {**train, "stage": stage})
-    roles = STAGE_ROLES[stage]
-    if model_size is not None:
-        run = run.updated("model", (ModelConfig.tiny() if model_size is ModelSize.tiny else ModelConfig()).with_roles(roles).to_dict())
-    elif run.train.init:
-        run = run.updated("model", init_model_config(run.train.init, roles).to_dict())
-    if input_size is not None:
-        run = run.updated("preprocess", {"input_size": input_size})
-    run = run.merged(extra, "--set")
-    run = run.updated("model", {"roles": list(roles)})
-    if not run.train.data or not run.train.out:
-        raise MedfuseError("--data and --out are required (or give them in the config file)")
-    return run
-
-
-def _resumed_config(stage: str, folder: Path, train: dict, others_given: bool) -> tuple[RunConfig, dict]:
-    ckpt = load_checkpoint(folder / "last.pt")
-    changed = sorted(set(train) - RESUMABLE - {"out"})
-    if changed or others_given:
-        raise MedfuseError(f"--resume continues the saved run; only {sorted(RESUMABLE)} may change (got {changed or 'model/config options'})")
-    if "out" in train and Path(train["out"]).resolve() != folder.resolve():
-        raise MedfuseError("--out must be omitted with --resume (the run continues in its own folder)")
-    try:
-        saved = {
-            "train": ckpt["train_config"], "model": ckpt["model_config"], "preprocess": ckpt["preprocess_config"],
-            "loss": ckpt.get("loss_config", {}), "augment": ckpt.get("augment_config", {}),
-        }
-        run = RunConfig.defaults(stage).merged(saved, str(folder / "last.pt"))
-    except KeyError as err:
-        raise MedfuseError(f"checkpoint has no {err.args[0]}: it is not a training checkpoint", folder / "last.pt") from err
-    if run.train.stage != stage:
-        raise MedfuseError(f"this run was a {run.train.stage} run; resume it with `medfuse-train {run.train.stage}`", folder)
-    return run.updated("train", {**train, "out": str(folder)}), ckpt
-
-
 def _execute(stage: str, resume: Path | None, config_file: Path | None, model_size: ModelSize | None,
              input_size: int | None, set_items: list[str] | None, train: dict, overwrite: bool = False) -> None:
     from medfuse.train.device import init_distributed, shutdown_distributed
     from medfuse.train.trainer import Trainer
 
-    extra = _parse_set(set_items)
-    ckpt = None
-    if resume is not None:
-        others = any(x is not None for x in (config_file, model_size, input_size)) or bool(extra)
-        run, ckpt = _resumed_config(stage, resume, train, others)
-    else:
-        run = _fresh_config(stage, train, config_file, model_size, input_size, extra)
+    req = Request(stage, train, config_file, model_size.value if model_size else None, input_size, _parse_set(set_items))
+    run, ckpt = resumed_run(resume, req) if resume is not None else (fresh_run(req), None)
     env = init_distributed(run.train.device)
     try:
         Trainer(run, env, resume=ckpt, overwrite=overwrite).fit()
