@@ -48,13 +48,21 @@ def _subdir(folder: Path, names: tuple[str, ...]) -> Path | None:
     return None
 
 
+def _stem(path: Path) -> str:
+    """The name without its image suffix, so CT/01001.dcm pairs with MRI/01001.png."""
+    return path.name[:-7] if path.name.lower().endswith(".nii.gz") else path.stem
+
+
 def _images(folder: Path) -> dict[str, Path]:
-    return {p.name: p for p in sorted(folder.iterdir())
+    return {_stem(p): p for p in sorted(folder.iterdir())
             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES}
 
 
 def find_pairs(folder: str | Path) -> list[tuple[Path, Path]]:
-    """(CT, MRI) file pairs matched by file name; MedfuseError naming the folder when there are none."""
+    """(CT, MRI) file pairs matched by name (suffix aside); MedfuseError naming the folder when there are none.
+
+    The images sit directly in CT/ and MRI/: 2D files, or NIfTI volumes (their middle slice).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise MedfuseError("calibration folder does not exist or is not a folder", folder)
@@ -64,7 +72,8 @@ def find_pairs(folder: str | Path) -> list[tuple[Path, Path]]:
     ct_files, mri_files = _images(ct_dir), _images(mri_dir)
     pairs = [(ct_files[name], mri_files[name]) for name in sorted(ct_files.keys() & mri_files.keys())]
     if not pairs:
-        raise MedfuseError("calibration folder has no CT/MRI pairs (files of the same name in CT/ and MRI/)", folder)
+        raise MedfuseError("calibration folder has no CT/MRI pairs (image files of the same name in CT/ and MRI/)",
+                           folder)
     return pairs
 
 

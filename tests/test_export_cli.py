@@ -154,3 +154,17 @@ def test_engine_require_without_gpu(tmp_path, checkpoint):
 
 def test_bad_batch_option(tmp_path, checkpoint):
     _assert_user_error(_cli(checkpoint, "-o", tmp_path / "out", "--batch", "32,4,1"), "--batch")
+
+
+def test_pairs_match_by_name_whatever_the_suffix(tmp_path):
+    from medfuse.export.pairs import find_pairs, split_pairs
+
+    for sub, names in {"CT": ["01001.dcm", "01002.png", "02001.nii.gz", "notes.txt"],
+                       "mri": ["01001.png", "01002.png", "02001.nii.gz", "03001.png"]}.items():
+        (tmp_path / sub).mkdir()
+        for name in names:
+            (tmp_path / sub / name).write_bytes(b"")
+    found = [(c.name, m.name) for c, m in find_pairs(tmp_path)]
+    assert found == [("01001.dcm", "01001.png"), ("01002.png", "01002.png"), ("02001.nii.gz", "02001.nii.gz")]
+    calib, check = split_pairs(list(range(10)), calibration=4, parity=3)
+    assert len(calib) == 4 and len(check) == 3 and not set(calib) & set(check)
