@@ -1,4 +1,5 @@
-"""DistributedDataParallel on 2 CPU processes (Gloo): ranks stay in sync, only rank 0 writes.
+"""DistributedDataParallel on 2 CPU processes (Gloo): ranks stay in sync (also through a step
+that only one rank found non-finite), only rank 0 writes.
 
 The processes are started the way torchrun starts them (RANK/WORLD_SIZE/MASTER_* in the
 environment) and run the same Trainer the CLI runs.
@@ -45,6 +46,14 @@ def _worker(rank: int, world: int, port: int, data: str, out: str, dump: str) ->
     try:
         trainer = Trainer(run, env)
         first_batch = next(iter(trainer.train_loader))[0]
+        real_loss, calls = trainer.loss_fn, []
+
+        def nan_once_on_rank_1(fused, ct, mri):  # every rank must skip that step, or DDP would hang
+            calls.append(1)
+            total, terms = real_loss(fused, ct, mri)
+            return (total * float("nan"), terms) if rank == 1 and len(calls) == 1 else (total, terms)
+
+        trainer.loss_fn = nan_once_on_rank_1
         trainer.fit()
         torch.save({"params": {k: p.detach() for k, p in trainer.model.named_parameters()},
                     "first_batch": first_batch}, f"{dump}/rank{rank}.pt")
@@ -67,4 +76,5 @@ def test_two_gloo_processes_stay_in_sync(phantom_dir, tmp_path):
     assert moved > 0
     history = json.loads((out / "history.json").read_text())
     assert history["world_size"] == 2 and [e["epoch"] for e in history["epochs"]] == [1, 2]
+    assert [e["train"]["skipped_steps"] for e in history["epochs"]] == [1, 0]
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "curves.png", "history.json", "last.pt"]
