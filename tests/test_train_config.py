@@ -58,3 +58,23 @@ def test_config_errors(tmp_path):
     (tmp_path / "broken.toml").write_text("[train\n")
     with pytest.raises(MedfuseError, match="cannot parse config file"):
         read_config_file(tmp_path / "broken.toml")
+
+
+def test_device_and_precision_resolution():
+    import torch
+
+    from medfuse.train.device import resolve_device, resolve_precision, uses_channels_last
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == "bf16" and uses_channels_last("bf16", cpu)
+    assert resolve_precision("fp32", cpu) == "fp32" and not uses_channels_last("fp32", cpu)
+    with pytest.raises(MedfuseError, match="fp16 needs CUDA"):
+        resolve_precision("fp16", cpu)
+    assert resolve_precision("auto", torch.device("cuda", 0)) == "fp16"
+    assert resolve_device("cpu") == cpu
+    with pytest.raises(MedfuseError, match="unsupported device|unknown device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        assert resolve_device("auto") == cpu
+        with pytest.raises(MedfuseError, match="no CUDA GPU"):
+            resolve_device("cuda")

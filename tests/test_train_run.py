@@ -176,6 +176,15 @@ def test_backbone_weights_reach_both_encoders(phantom_dir, tmp_path):
     assert torch.equal(model["mri_encoder.layer4.1.conv2.weight"], state["layer4.1.conv2.weight"])
 
 
+def test_without_validation_the_training_loss_decides(phantom_dir, tmp_path):
+    args = [a for a in TINY if a not in ("--val-fraction", "0.3")]
+    output = invoke("finetune", "--data", phantom_dir, "--out", tmp_path / "o", "--val-fraction", "0", "--epochs", "1",
+                    "--limit-pairs", "2", *args)
+    assert "best train loss" in output and (tmp_path / "o" / "best.pt").exists()
+    history = json.loads((tmp_path / "o" / "history.json").read_text())
+    assert history["val_images"] == 0 and history["epochs"][0]["val"] is None
+
+
 def _trainer(phantom_dir, tmp_path, **train) -> Trainer:
     run = RunConfig.defaults("finetune")
     run = run.updated("train", {"data": str(phantom_dir), "out": str(tmp_path / "o"), "precision": "fp32", "device": "cpu",
