@@ -41,6 +41,7 @@ def quantize_int8(fp32_path: str | Path, ct: np.ndarray, mri: np.ndarray) -> onn
     """Static QDQ quantisation calibrated on ct [N,3,S,S] / mri [N,1,S,S]; returns the model."""
     if len(ct) == 0:
         raise MedfuseError("int8 calibration needs at least one CT/MRI pair")
+    fp32_path = Path(fp32_path).resolve()  # before the chdir below: a relative path would point into scratch
     reader = PairReader(ct, mri)
     with tempfile.TemporaryDirectory(prefix="medfuse-int8-") as scratch, chdir(scratch):
         # chdir: the quantizer's helpers save intermediate copies relative to the working folder.

@@ -107,6 +107,14 @@ def test_quantizer_leaves_nothing_in_the_working_folder(variants, monkeypatch, t
     assert list(tmp_path.iterdir()) == []
 
 
+def test_quantizer_takes_a_path_relative_to_the_working_folder(variants, monkeypatch, tmp_path):
+    # The quantizer works inside a scratch folder; a relative input path must still be found.
+    (tmp_path / "model.onnx").write_bytes(variants["fp32"].read_bytes())
+    monkeypatch.chdir(tmp_path)
+    quantized = quantize_int8("model.onnx", variants["ct"][:1], variants["mri"][:1])
+    assert any(node.op_type == "QuantizeLinear" for node in quantized.graph.node)
+
+
 def test_duplicate_identical_casts_are_merged():
     # Some onnxruntime releases emit one identically named Cast per blocked consumer.
     from onnx import helper
