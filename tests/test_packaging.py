@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pkgutil
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -34,6 +35,8 @@ sys.meta_path.insert(0, _Block())
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dist")
+    # setuptools stages files in ./build and would pack stale copies of deleted modules from it
+    shutil.rmtree(REPO_ROOT / "build", ignore_errors=True)
     subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(REPO_ROOT)],
         check=True, capture_output=True, text=True,
