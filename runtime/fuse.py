@@ -37,9 +37,10 @@ class Fuser:
     runner: Runner
     cfg: PreprocessConfig
     batch_size: int = 4
+    modality_pair: str = "ct-mri"  # pet-mri/spect-mri: `ct` is a functional image whose colours are kept
 
     def prepare(self, ct: MedicalImage, mri: MedicalImage) -> PreparedPair:
-        return prepare_pair(ct, mri, self.cfg)
+        return prepare_pair(ct, mri, self.cfg, self.modality_pair)
 
     def run(self, prepared: Sequence[PreparedPair]) -> np.ndarray:
         """Fused [N, 3, S, S] float32 for prepared pairs, in engine-sized batches."""
@@ -154,9 +155,14 @@ class PairOptions:
     metrics: bool = False
 
 
+def fused_image(prepared: PreparedPair, fused: np.ndarray) -> np.ndarray:
+    """The network's [3, S, S] output as uint8 RGB at the original size (a functional pair's colours restored)."""
+    return to_uint8_image(fused, prepared.geometry, prepared.chroma)
+
+
 def panels(prepared: PreparedPair) -> tuple[np.ndarray, np.ndarray]:
-    """CT and MRI as the model saw them (windowed, normalised), uint8 RGB at the original size."""
-    ct = to_uint8_image(prepared.ct, prepared.geometry)
+    """CT (or the functional image, in its colours) and MRI as the model saw them, uint8 RGB at the original size."""
+    ct = to_uint8_image(prepared.ct, prepared.geometry, prepared.chroma)
     mri = to_uint8_image(prepared.mri, prepared.geometry)
     return ct, mri
 
@@ -201,7 +207,7 @@ class PairWork:
         from medfuse.runtime import io
 
         ct, mri, prepared = state
-        rgb = to_uint8_image(fused, prepared.geometry)
+        rgb = fused_image(prepared, fused)
         write_fused_image(job.output, rgb, ct, mri)
         outcome = Outcome(job.name, job.output)
         side = self._side_path(job)
@@ -255,7 +261,7 @@ class VolumeWork:
         return prepared, prepared
 
     def save(self, index: int, prepared: PreparedPair, fused: np.ndarray) -> Outcome:
-        self.fused[index] = to_uint8_image(fused, prepared.geometry)
+        self.fused[index] = fused_image(prepared, fused)
         if index in self.keep:
             self.prepared[index] = prepared
         return Outcome(f"slice {index}")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medfuse.runtime.errors import MedfuseError
+from medfuse.runtime.modality import DEFAULT_MODALITY_PAIR, MODALITY_PAIRS
 from medfuse.runtime.preprocess import PreprocessConfig
 
 MODEL_ENV = "MEDFUSE_MODEL"
@@ -27,7 +28,7 @@ PLAN_SIDECAR = "model.plan.json"
 ONNX_FILES: dict[str, str] = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 PREPROCESS_KEY = "medfuse.preprocess_config"
 MODALITY_KEY = "medfuse.modality_pair"
-MODALITY_PAIR = "ct-mri"
+MODALITY_PAIR = DEFAULT_MODALITY_PAIR  # what a model without the key (an early export) fuses
 
 
 def default_model_dir(env: Mapping[str, str] = os.environ) -> Path:
@@ -129,10 +130,18 @@ def _single_file(path: Path, source: str) -> ModelDir:
     raise MedfuseError("not a model file: --model takes an artifact folder, a .onnx file or a .plan engine", path)
 
 
+def modality_pair(metadata: Mapping[str, str], model: ModelDir, artifact: Path) -> str:
+    """The pair the model fuses (ct-mri, pet-mri, spect-mri): its metadata, else manifest.json, else ct-mri."""
+    pair = metadata.get(MODALITY_KEY) or (model.manifest or {}).get("modality_pair") or MODALITY_PAIR
+    if pair not in MODALITY_PAIRS:
+        raise MedfuseError(f"this model fuses {pair}, which this medfuse cannot run (it runs "
+                           f"{', '.join(MODALITY_PAIRS)})", artifact)
+    return pair
+
+
 def preprocess_config(metadata: Mapping[str, str], model: ModelDir, artifact: Path) -> PreprocessConfig:
     """The model's preprocessing: from its own metadata, else from manifest.json."""
-    if metadata.get(MODALITY_KEY, MODALITY_PAIR) != MODALITY_PAIR:
-        raise MedfuseError(f"this model fuses {metadata[MODALITY_KEY]}, not {MODALITY_PAIR}", artifact)
+    modality_pair(metadata, model, artifact)  # refuse a model of a pair this runtime cannot prepare
     text = metadata.get(PREPROCESS_KEY)
     try:
         if text:

@@ -169,9 +169,10 @@ def mri_to_unit(mri: MedicalImage, cfg: PreprocessConfig) -> np.ndarray:
 class PreparedPair:
     """Model input for one registered pair, and how to map the output back."""
 
-    ct: np.ndarray  # [3, S, S] float32 in [0, 1]
+    ct: np.ndarray  # [3, S, S] float32 in [0, 1] (a functional image: its luma, repeated)
     mri: np.ndarray  # [1, S, S] float32 in [0, 1]
     geometry: Letterbox
+    chroma: np.ndarray | None = None  # functional pairs: the source's (H, W, 2) Cr, Cb at the original size
 
 
 def _shape_text(img: MedicalImage) -> str:
@@ -209,10 +210,27 @@ def _orientation(img: MedicalImage) -> np.ndarray | None:
     return np.asarray(img.datasets[0].ImageOrientationPatient, dtype=np.float64)
 
 
-def prepare_pair(ct: MedicalImage, mri: MedicalImage, cfg: PreprocessConfig) -> PreparedPair:
-    """Check a registered 2D pair and turn it into model input (CT 3 channels, MRI 1)."""
+def _first_to_unit(img: MedicalImage, cfg: PreprocessConfig, modality_pair: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The first image of a pair in [0, 1], and for a functional pair the chroma to restore."""
+    from .modality import is_functional  # noqa: PLC0415 (functional.py imports this module)
+
+    if not is_functional(modality_pair):
+        return ct_to_unit(img, cfg), None
+    from .color import split_luma_chroma  # noqa: PLC0415
+    from .functional import functional_rgb  # noqa: PLC0415
+
+    return split_luma_chroma(functional_rgb(img))
+
+
+def prepare_pair(ct: MedicalImage, mri: MedicalImage, cfg: PreprocessConfig,
+                 modality_pair: str = "ct-mri") -> PreparedPair:
+    """Check a registered 2D pair and turn it into model input (CT 3 channels, MRI 1).
+
+    For a functional pair (pet-mri, spect-mri) `ct` is the PET/SPECT image: its luma takes the
+    CT's place and its chroma is kept in `PreparedPair.chroma` for `to_uint8_image`.
+    """
     check_pair_geometry(ct, mri)
-    ct01, mri01 = ct_to_unit(ct, cfg), mri_to_unit(mri, cfg)
+    (ct01, chroma), mri01 = _first_to_unit(ct, cfg, modality_pair), mri_to_unit(mri, cfg)
     if cfg.clahe:
         ct01 = apply_clahe(ct01, cfg.clahe_clip_limit, cfg.clahe_tile_grid)
         mri01 = apply_clahe(mri01, cfg.clahe_clip_limit, cfg.clahe_tile_grid)
@@ -222,13 +240,23 @@ def prepare_pair(ct: MedicalImage, mri: MedicalImage, cfg: PreprocessConfig) -> 
         ct=np.repeat(ct_sq[None], 3, axis=0).astype(np.float32),
         mri=mri_sq[None].astype(np.float32),
         geometry=geometry,
+        chroma=chroma,
     )
 
 
-def to_uint8_image(fused: np.ndarray, geometry: Letterbox) -> np.ndarray:
-    """Model output [3, S, S] (or [1, S, S]) in [0, 1] -> uint8 (H, W, 3) at the original size."""
+def to_uint8_image(fused: np.ndarray, geometry: Letterbox, chroma: np.ndarray | None = None) -> np.ndarray:
+    """Model output [3, S, S] (or [1, S, S]) in [0, 1] -> uint8 (H, W, 3) at the original size.
+
+    With `chroma` (a functional pair's), the output's luma is restored to the original size and
+    coloured with the functional image's chroma, so the fused image keeps its colour map.
+    """
     if fused.ndim != 3 or fused.shape[0] not in (1, 3):
         raise ValueError(f"expected a [3, S, S] or [1, S, S] array, got shape {fused.shape}")
+    if chroma is not None:
+        from .color import luma_of_channels, merge_luma_chroma  # noqa: PLC0415
+
+        luma = np.clip(geometry.restore(np.ascontiguousarray(luma_of_channels(fused))), 0.0, 1.0)
+        return np.round(merge_luma_chroma(luma, chroma) * 255.0).astype(np.uint8)
     chw = np.repeat(fused, 3, axis=0) if fused.shape[0] == 1 else fused
     restored = geometry.restore(np.ascontiguousarray(np.transpose(chw, (1, 2, 0)), dtype=np.float32))
     return np.round(np.clip(restored, 0.0, 1.0) * 255.0).astype(np.uint8)

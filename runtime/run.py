@@ -61,9 +61,9 @@ def _plan(req: Request) -> tuple[str, inputs.Matching | None]:
 
 
 def _load(req: Request, mode: str, say):
-    """Model folder -> (choice, active runner, preprocessing config, model folder)."""
+    """Model folder -> (choice, active runner, preprocessing config, modality pair, model folder)."""
     from medfuse.runtime.cli_support import preprocess_for
-    from medfuse.runtime.model_dir import open_model_dir
+    from medfuse.runtime.model_dir import modality_pair, open_model_dir
     from medfuse.runtime.selection import choose, make_runner, probe
 
     model = open_model_dir(req.model)
@@ -73,10 +73,13 @@ def _load(req: Request, mode: str, say):
     runner.activate()
     try:
         cfg = preprocess_for(runner, model, req.window, req.clahe, say)
+        pair = modality_pair(runner.metadata, model, runner.path)
     except BaseException:
         runner.close()
         raise
-    return choice, runner, cfg, model
+    if pair != "ct-mri":
+        say(f"modality pair: {pair} (the functional image's luma is fused, its colours are kept)")
+    return choice, runner, cfg, pair, model
 
 
 def execute(req: Request) -> dict:
@@ -84,23 +87,23 @@ def execute(req: Request) -> dict:
     say = console.print
     started = time.perf_counter()
     mode, matching = _plan(req)
-    choice, runner, cfg, model = _load(req, mode, say)
+    choice, runner, cfg, pair, model = _load(req, mode, say)
     loaded = time.perf_counter()
     try:
-        outcomes = _work(req, mode, matching, runner, cfg, console)
+        outcomes = _work(req, mode, matching, runner, cfg, pair, console)
     finally:
         runner.close()
     done = time.perf_counter()
-    summary = _summary(req, mode, matching, choice, cfg, model, outcomes,
+    summary = _summary(req, mode, matching, choice, cfg, pair, model, outcomes,
                        {"load_model": loaded - started, "fuse": done - loaded, "total": done - started})
     _report(summary, console, req.json_output)
     return summary
 
 
-def _work(req: Request, mode: str, matching, runner, cfg, console) -> list:
+def _work(req: Request, mode: str, matching, runner, cfg, pair: str, console) -> list:
     from medfuse.runtime.fuse import Fuser, PairOptions, fuse_folder, fuse_pair, fuse_volume
 
-    fuser = Fuser(runner, cfg, req.batch_size)
+    fuser = Fuser(runner, cfg, req.batch_size, pair)
     options = PairOptions(req.slice_index, req.side_by_side, req.metrics)
     if mode == "pair":
         job = inputs.PairJob(req.output.stem, req.ct, req.mri, req.output)
@@ -114,7 +117,7 @@ def _work(req: Request, mode: str, matching, runner, cfg, console) -> list:
         return [fuse_volume(fuser, req.ct, req.mri, req.output, options, req.workers, advance, set_total)]
 
 
-def _summary(req, mode, matching, choice, cfg, model, outcomes, seconds) -> dict:
+def _summary(req, mode, matching, choice, cfg, pair, model, outcomes, seconds) -> dict:
     ok = [o for o in outcomes if o.ok]
     failed = [o for o in outcomes if not o.ok]
     summary = {
@@ -124,6 +127,7 @@ def _summary(req, mode, matching, choice, cfg, model, outcomes, seconds) -> dict
         "precision": choice.precision,
         "artifact": choice.artifact,
         "reason": choice.reason,
+        "modality_pair": pair,
         "preprocess": cfg.to_dict(),
         "counts": {"total": len(outcomes), "ok": len(ok), "failed": len(failed)},
         "outputs": [o.to_dict() for o in ok],

@@ -68,8 +68,8 @@ def test_manifest_is_the_fallback_and_foreign_pairs_are_refused(tmp_path):
     folder = write_model_dir(tmp_path, preprocess=cfg)
     model = open_model_dir(folder, {})
     assert preprocess_config({}, model, folder / "model.onnx") == cfg
-    with pytest.raises(MedfuseError, match="pet-mri"):
-        preprocess_config({"medfuse.modality_pair": "pet-mri"}, model, folder / "model.onnx")
+    with pytest.raises(MedfuseError, match="xray-mri"):
+        preprocess_config({"medfuse.modality_pair": "xray-mri"}, model, folder / "model.onnx")
 
 
 def test_model_without_any_config_is_refused(tmp_path):

@@ -1,0 +1,79 @@
+"""A functional image (PET, SPECT) as the RGB pseudo-colour image whose luma the network fuses.
+
+- RGB files (the usual PET/SPECT pseudo-colour PNG, an RGB DICOM capture) are used as they are.
+- Gray images are a tracer map without colour. They are scaled to [0, 1] and drawn with the
+  `hot` colour map, whose luma rises with the value, so the network still sees the activity
+  order, and the output gets a colour scale a reader knows:
+  - PET DICOM (Modality PT) is read through the modality LUT (RescaleSlope/Intercept: Bq/ml
+    or counts). When the header has what SUV needs (Units BQML, PatientWeight, the injected dose,
+    its half-life and start time, the series time), the values become body-weight SUV and the
+    fixed window 0..SUV_DISPLAY_MAX is used, so one colour means one SUV in every study;
+    Units GML is SUV already. Otherwise (counts, missing fields) the image is scaled from 0 to
+    its 99.5th percentile, so a few hot pixels set no scale.
+  - 8-bit gray files are already display-scaled: value / 255.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from medfuse.runtime.color import colorize
+from medfuse.runtime.image import MedicalImage
+from medfuse.runtime.preprocess import normalize_mri
+
+GRAY_COLORMAP = "hot"
+SUV_DISPLAY_MAX = 10.0  # SUVbw at full scale; brain FDG grey matter sits around 5-10
+PERCENTILE_HIGH = 99.5
+
+
+def _seconds(tm: object) -> float | None:
+    """A DICOM TM (HHMMSS.frac) as seconds after midnight."""
+    text = str(tm or "").strip()
+    if len(text) < 6:
+        return None
+    try:
+        return int(text[:2]) * 3600 + int(text[2:4]) * 60 + float(text[4:])
+    except ValueError:
+        return None
+
+
+def suv_factor(ds) -> float | None:
+    """Multiplier from Bq/ml to body-weight SUV (g/ml), or None when the header lacks a field."""
+    units = str(ds.get("Units", "")).upper()
+    if units == "GML":
+        return 1.0
+    seq = ds.get("RadiopharmaceuticalInformationSequence")
+    if units != "BQML" or not seq or not ds.get("PatientWeight"):
+        return None
+    info = seq[0]
+    dose, half_life = info.get("RadionuclideTotalDose"), info.get("RadionuclideHalfLife")
+    if not dose or not half_life:
+        return None
+    decay = 1.0
+    if str(ds.get("DecayCorrection", "START")).upper() == "START":  # activity decay-corrected to scan start
+        start, injected = _seconds(ds.get("SeriesTime")), _seconds(info.get("RadiopharmaceuticalStartTime"))
+        if start is None or injected is None:
+            return None
+        elapsed = (start - injected) % 86400  # an injection before midnight, a scan after it
+        decay = 2.0 ** (-elapsed / float(half_life))
+    return float(ds.PatientWeight) * 1000.0 / (float(dose) * decay)
+
+
+def activity_to_unit(img: MedicalImage) -> tuple[np.ndarray, str]:
+    """A gray functional image -> [0, 1] and how it was scaled ('suv', '8-bit' or 'percentile')."""
+    pixels = np.asarray(img.pixels, np.float32)
+    ds = img.datasets[0] if img.datasets else None
+    factor = suv_factor(ds) if ds is not None and img.modality == "PT" else None
+    if factor is not None:
+        return np.clip(pixels * np.float32(factor / SUV_DISPLAY_MAX), 0.0, 1.0), "suv"
+    if img.bit_depth == 8 and img.format != "dicom":
+        return np.clip(pixels / np.float32(255.0), 0.0, 1.0), "8-bit"
+    return normalize_mri(np.maximum(pixels, 0.0), 0.0, PERCENTILE_HIGH), "percentile"
+
+
+def functional_rgb(img: MedicalImage) -> np.ndarray:
+    """The functional image as RGB float32 (H, W, 3) in [0, 1]: its own colours, or gray drawn in GRAY_COLORMAP."""
+    if img.is_rgb:
+        scale = 255.0 if img.bit_depth in (None, 8) else float(2 ** img.bit_depth - 1)
+        return np.clip(img.pixels / np.float32(scale), 0.0, 1.0)
+    return colorize(activity_to_unit(img)[0], GRAY_COLORMAP)
