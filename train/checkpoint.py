@@ -92,7 +92,12 @@ def sha256_file(path: str | Path) -> str:
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[FusionNet, ModelConfig, PreprocessConfig, str]:
     """(model in eval mode, its ModelConfig, the PreprocessConfig it was trained with, file sha256)."""
-    data = load_checkpoint(path)
+    return (*model_from_checkpoint(load_checkpoint(path), path, device), sha256_file(path))
+
+
+def model_from_checkpoint(data: dict, path: str | Path,
+                          device: str | torch.device = "cpu") -> tuple[FusionNet, ModelConfig, PreprocessConfig]:
+    """The model (eval mode) and configs of an already loaded checkpoint dict (`path` names it in errors)."""
     try:
         model_cfg = ModelConfig.from_dict(data["model_config"])
         pre_cfg = PreprocessConfig.from_dict(data.get("preprocess_config") or {})
@@ -102,7 +107,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Fu
     report = load_state(model, data["model_state"])
     if not report.complete:
         raise MedfuseError(f"checkpoint weights do not match its model config: {report.summary()}", path)
-    return model.to(device).eval(), model_cfg, pre_cfg, sha256_file(path)
+    return model.to(device).eval(), model_cfg, pre_cfg
 
 
 def remap_roles(state: dict[str, torch.Tensor], mapping: dict[str, str] | None = None) -> dict[str, torch.Tensor]:

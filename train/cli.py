@@ -34,12 +34,18 @@ class Precision(str, Enum):
     fp16 = "fp16"
 
 
+class ModalityPair(str, Enum):
+    ct_mri = "ct-mri"
+    pet_mri = "pet-mri"  # DATA/PET (RGB pseudo-colour) + DATA/MRI; the network fuses the PET luma
+    spect_mri = "spect-mri"
+
+
 class ModelSize(str, Enum):
     default = "default"  # the spec's ResNet34 network (~55 M parameters)
     tiny = "tiny"  # ModelConfig.tiny(): same structure, a few hundred thousand parameters (demos, tests)
 
 
-Data = Annotated[Optional[Path], typer.Option(help="Folder with CT/ + MRI/ (finetune) or vis/ + ir/ (pretrain).")]
+Data = Annotated[Optional[Path], typer.Option(help="Folder with CT/ (PET/, SPECT/) + MRI/ (finetune) or vis/ + ir/ (pretrain).")]
 Out = Annotated[Optional[Path], typer.Option(help="Output folder: best.pt, last.pt, epoch_NNN.pt, history.json, curves.png, config.json.")]
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="JSON or TOML file of settings (sections train, model, loss, preprocess, augment).")]
 Resume = Annotated[Optional[Path], typer.Option(help="Continue the run in this output folder from its last.pt.")]
@@ -142,8 +148,9 @@ def finetune(
     seed: Seed = None, precision: PrecisionOpt = None, device: Device = None, augment: Augment = None,
     skip_unpaired: SkipUnpaired = None, limit_pairs: LimitPairs = None, steps_per_epoch: StepsPerEpoch = None,
     num_workers: Workers = None, threads: Threads = None, overwrite: Overwrite = False, set_values: Set = None,
+    modality_pair: Annotated[Optional[ModalityPair], typer.Option(help="ct-mri (default), or pet-mri / spect-mri: the functional image's luma is fused, its colours restored at inference; a ct-mri (or vis/ir) --init loads into the same ct_/mri_ encoders.")] = None,
 ) -> None:
-    """CT-MRI fine-tuning on DATA/CT + DATA/MRI, usually from a pretrained --init checkpoint."""
+    """Fine-tuning on DATA/CT (or PET/, SPECT/ with --modality-pair) + DATA/MRI, usually from an --init checkpoint."""
     train = {k: v for k, v in locals().items() if k not in ("config", "resume", "model_size", "input_size", "set_values", "overwrite")}
     _execute("finetune", resume, config, model_size, input_size, set_values, _train_values(**train), overwrite)
 

@@ -1,6 +1,7 @@
 """Paired image folders as a torch Dataset.
 
-Layout: DATA/CT + DATA/MRI for fine-tuning, DATA/vis + DATA/ir for pretraining; one pair = the
+Layout: DATA/CT + DATA/MRI for fine-tuning (DATA/PET or DATA/SPECT + DATA/MRI for the pet-mri
+and spect-mri pairs), DATA/vis + DATA/ir for pretraining; one pair = the
 same file stem in both folders (CT/16004.png + MRI/16004.png, or a .dcm next to a .nii.gz).
 Files are read by the runtime readers and prepared only by `runtime.preprocess.prepare_pair`,
 the function inference uses, so training can never see images inference would not.
@@ -26,6 +27,7 @@ from torch.utils.data import Dataset
 from medfuse.runtime.errors import MedfuseError
 from medfuse.runtime.image import MedicalImage
 from medfuse.runtime.io import read_image, read_volume
+from medfuse.runtime.modality import DEFAULT_MODALITY_PAIR, SOURCE_FOLDERS
 from medfuse.runtime.preprocess import PreprocessConfig, prepare_pair
 
 # Sub-folder names per stage: (3-channel role, 1-channel role).
@@ -74,7 +76,14 @@ def _sources(folder: Path) -> dict[str, Path]:
     return out
 
 
-def find_pairs(root: str | Path, stage: str, skip_unpaired: bool = False) -> tuple[list[PairSource], list[str]]:
+def stage_folders(stage: str, modality_pair: str = DEFAULT_MODALITY_PAIR) -> tuple[str, str]:
+    """The (3-channel role, 1-channel role) folder names: fine-tuning reads the pair's first folder."""
+    first, second = STAGE_FOLDERS[stage]
+    return (SOURCE_FOLDERS[modality_pair], second) if stage == "finetune" else (first, second)
+
+
+def find_pairs(root: str | Path, stage: str, skip_unpaired: bool = False,
+               modality_pair: str = DEFAULT_MODALITY_PAIR) -> tuple[list[PairSource], list[str]]:
     """Match the two modality folders of `root` by stem.
 
     Returns the pairs (sorted by name) and the unpaired entries ('CT/x.png', ...). Unpaired
@@ -83,7 +92,7 @@ def find_pairs(root: str | Path, stage: str, skip_unpaired: bool = False) -> tup
     root = Path(root)
     if not root.is_dir():
         raise MedfuseError("data folder not found", root)
-    first_name, second_name = STAGE_FOLDERS[stage]
+    first_name, second_name = stage_folders(stage, modality_pair)
     first_dir, second_dir = _subfolder(root, first_name), _subfolder(root, second_name)
     first, second = _sources(first_dir), _sources(second_dir)
     unpaired = [f"{first_dir.name}/{first[s].name}" for s in sorted(first.keys() - second.keys())]
@@ -108,8 +117,12 @@ def _slices(path: Path) -> list[MedicalImage]:
     return [volume.slice(i) for i in range(volume.depth)]
 
 
-def prepare_source(pair: PairSource, cfg: PreprocessConfig) -> list[np.ndarray]:
-    """One pair -> [4, S, S] float32 arrays (3 channels of the first role, then the second), one per slice."""
+def prepare_source(pair: PairSource, cfg: PreprocessConfig, modality_pair: str = DEFAULT_MODALITY_PAIR) -> list[np.ndarray]:
+    """One pair -> [4, S, S] float32 arrays (3 channels of the first role, then the second), one per slice.
+
+    A functional pair (PET/SPECT) contributes its luma as the first role, as inference does; its
+    chroma is not trained on (it is put back after the network).
+    """
     firsts, seconds = _slices(pair.first), _slices(pair.second)
     if len(firsts) != len(seconds):
         raise MedfuseError(
@@ -117,7 +130,7 @@ def prepare_source(pair: PairSource, cfg: PreprocessConfig) -> list[np.ndarray]:
         )
     out = []
     for a, b in zip(firsts, seconds):
-        prepared = prepare_pair(a, b, cfg)
+        prepared = prepare_pair(a, b, cfg, modality_pair)
         out.append(np.concatenate([prepared.ct, prepared.mri], axis=0))
     return out
 
@@ -125,12 +138,12 @@ def prepare_source(pair: PairSource, cfg: PreprocessConfig) -> list[np.ndarray]:
 class PairDataset(Dataset):
     """Prepared pairs as (first [3,S,S], second [1,S,S]) float32 tensors in [0, 1]."""
 
-    def __init__(self, pairs: list[PairSource], cfg: PreprocessConfig):
+    def __init__(self, pairs: list[PairSource], cfg: PreprocessConfig, modality_pair: str = DEFAULT_MODALITY_PAIR):
         self.pairs = list(pairs)
         self.names: list[str] = []
         arrays: list[np.ndarray] = []
         for pair in self.pairs:
-            slices = prepare_source(pair, cfg)
+            slices = prepare_source(pair, cfg, modality_pair)
             arrays += slices
             self.names += [pair.name] if len(slices) == 1 else [f"{pair.name}#{i}" for i in range(len(slices))]
         self._data = torch.from_numpy(np.stack(arrays)) if arrays else torch.empty(0, 4, cfg.input_size, cfg.input_size)

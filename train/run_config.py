@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from medfuse.runtime.errors import MedfuseError
+from medfuse.runtime.modality import DEFAULT_MODALITY_PAIR, MODALITY_PAIRS
 from medfuse.runtime.preprocess import PreprocessConfig
 from medfuse.train.augment import AugmentConfig
 from medfuse.train.config import LossConfig, ModelConfig
@@ -29,6 +30,8 @@ class TrainConfig:
     """How to train. Defaults are the spec's fine-tuning values ("Implementation Details")."""
 
     stage: str = "finetune"  # "pretrain" (vis/ir folders, vis_/ir_ names) or "finetune" (CT/MRI)
+    modality_pair: str = DEFAULT_MODALITY_PAIR  # finetune: ct-mri (CT/), pet-mri (PET/), spect-mri (SPECT/)
+    # + MRI/. The functional luma takes the ct role (names stay ct_/mri_); pretraining is always vis-ir.
     data: str = ""  # folder holding CT/+MRI/ or vis/+ir/
     out: str = ""  # output folder (checkpoints, history, curves, config)
     init: str | None = None  # checkpoint to start from (fine-tuning: the pretrained vis/ir model)
@@ -61,6 +64,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checks = [
             (self.stage in STAGES, f"stage must be one of {STAGES}"),
+            (self.modality_pair in MODALITY_PAIRS, f"modality_pair must be one of {MODALITY_PAIRS}"),
+            (self.stage == "finetune" or self.modality_pair == DEFAULT_MODALITY_PAIR,
+             "modality_pair applies to finetune; pretraining is visible-infrared"),
             (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}"),
             (self.batch_size > 0 and self.epochs > 0, "batch_size and epochs must be positive"),
             (self.lr > 0, "lr must be positive"),

@@ -36,7 +36,7 @@ def _spread(names: list[str], n: int) -> list[str]:
 def load_data(run: RunConfig, log: Log) -> DataSplit:
     """Pairs of the data folder, split by case, limited for quick runs, prepared in memory."""
     t = run.train
-    pairs, unpaired = find_pairs(t.data, t.stage, t.skip_unpaired)
+    pairs, unpaired = find_pairs(t.data, t.stage, t.skip_unpaired, t.modality_pair)
     if unpaired:
         log(f"skipped {len(unpaired)} unpaired file(s) (--skip-unpaired)")
     train_names, val_names = split_by_case([p.name for p in pairs], t.val_fraction, t.case_regex, t.seed)
@@ -50,8 +50,8 @@ def load_data(run: RunConfig, log: Log) -> DataSplit:
         f"({len(val_cases)} held-out case(s){': ' + ', '.join(val_cases[:8]) if t.case_regex else ''})"
     )
     return DataSplit(
-        train=PairDataset([by_name[n] for n in train_names], run.preprocess),
-        val=PairDataset([by_name[n] for n in val_names], run.preprocess),
+        train=PairDataset([by_name[n] for n in train_names], run.preprocess, t.modality_pair),
+        val=PairDataset([by_name[n] for n in val_names], run.preprocess, t.modality_pair),
         val_cases=val_cases,
     )
 
@@ -79,7 +79,7 @@ def warm_start(model: nn.Module, run: RunConfig, log: Log) -> None:
     data = load_checkpoint(t.init)
     state = data["model_state"]
     mapped = ""
-    if t.stage == "finetune":
+    if t.stage == "finetune" and any(k.startswith("vis_") for k in state):
         state = remap_roles(state, ROLE_MAP_PRETRAIN_TO_MEDICAL)
         mapped = " (vis_ -> ct_, ir_ -> mri_)"
     report = load_state(model, state)

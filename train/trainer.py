@@ -323,7 +323,7 @@ class Trainer:
             "best_val_loss": self.best_loss,
             "epochs_since_best": self.since_best,
             "history": self.history,
-            "modality_pair": "ct-mri" if self.cfg.stage == "finetune" else "vis-ir",
+            "modality_pair": self.cfg.modality_pair if self.cfg.stage == "finetune" else "vis-ir",
         }
 
     def _write_epoch(self, epoch: int, improved: bool) -> None:
