@@ -69,6 +69,7 @@ class Context:
     model_config: dict = field(default_factory=dict)
     preprocess_config: PreprocessConfig | None = None
     checkpoint_sha256: str = ""
+    modality_pair: str = "ct-mri"  # from the checkpoint: how the runtime reads the first image and colours the output
     metadata: dict = field(default_factory=dict)
     ct: np.ndarray | None = None  # parity inputs [N,3,S,S]
     mri: np.ndarray | None = None

@@ -23,6 +23,15 @@ MODALITY_PAIR = "medfuse.modality_pair"
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
+def exported_modality_pair(checkpoint: dict, path) -> str:
+    """The checkpoint's modality pair as the runtime knows it. A visible-infrared pretraining model
+    fuses two gray images exactly as a CT-MRI one does, so it is published as ct-mri."""
+    from medfuse.runtime.modality import check_modality_pair
+
+    pair = checkpoint.get("modality_pair") or "ct-mri"
+    return check_modality_pair("ct-mri" if pair == "vis-ir" else pair, path)
+
+
 def build_metadata(model_config: dict, preprocess_config: dict, checkpoint_sha256: str,
                    modality_pair: str = "ct-mri") -> dict[str, str]:
     """The precision-independent keys; `with_precision` adds the last one per file."""

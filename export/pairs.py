@@ -14,7 +14,7 @@ import numpy as np
 from medfuse.runtime.errors import MedfuseError
 from medfuse.runtime.preprocess import PreparedPair, PreprocessConfig, prepare_pair
 
-CT_DIRS = ("ct",)
+CT_DIRS = ("ct", "pet", "spect")  # functional images: the network's first input is their luma, as for RGB CT
 MRI_DIRS = ("mri", "mr")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".nii", ".gz"}
 PHANTOM_SLICES = (0.35, 0.5, 0.65)  # slice positions: different anatomy per phantom

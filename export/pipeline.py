@@ -18,7 +18,7 @@ import numpy as np
 from medfuse.export import pairs
 from medfuse.export.context import Context, ExportRequest, Reporter, SilentReporter, default_timing_cache
 from medfuse.export.manifest import MANIFEST, ArtifactRecord, build_manifest, write_manifest
-from medfuse.export.metadata import build_metadata, with_precision
+from medfuse.export.metadata import build_metadata, exported_modality_pair, with_precision
 from medfuse.export.parity import compare, require
 from medfuse.export.runners import engine_outputs, torch_outputs
 from medfuse.export.tensorrt_build import EngineOptions, build_engine, engine_unavailable
@@ -65,11 +65,15 @@ def make_staging(out_dir: Path) -> Path:
 
 
 def load(ctx: Context, real_pairs: list[tuple[Path, Path]]) -> None:
-    from medfuse.train.checkpoint import load_model
+    from medfuse.train.checkpoint import load_checkpoint, model_from_checkpoint, sha256_file
 
-    ctx.model, model_cfg, ctx.preprocess_config, ctx.checkpoint_sha256 = load_model(ctx.request.checkpoint)
+    data = load_checkpoint(ctx.request.checkpoint)
+    ctx.model, model_cfg, ctx.preprocess_config = model_from_checkpoint(data, ctx.request.checkpoint)
+    ctx.checkpoint_sha256 = sha256_file(ctx.request.checkpoint)
+    ctx.modality_pair = exported_modality_pair(data, ctx.request.checkpoint)
     ctx.model_config = model_cfg.to_dict()
-    ctx.metadata = build_metadata(ctx.model_config, ctx.preprocess_config.to_dict(), ctx.checkpoint_sha256)
+    ctx.metadata = build_metadata(ctx.model_config, ctx.preprocess_config.to_dict(), ctx.checkpoint_sha256,
+                                  ctx.modality_pair)
     ct, mri = pairs.phantom_arrays(ctx.preprocess_config)
     ctx.inputs_text = f"{len(ct)} phantom pairs"
     if real_pairs:
@@ -129,7 +133,7 @@ def publish(ctx: Context) -> list[Path]:
         os.replace(ctx.staging / name, out / name)
         written.append(out / name)
     manifest = build_manifest(ctx.records, checkpoint_sha256=ctx.checkpoint_sha256, model_config=ctx.model_config,
-                              preprocess_config=ctx.preprocess_config.to_dict())
+                              preprocess_config=ctx.preprocess_config.to_dict(), modality_pair=ctx.modality_pair)
     written.append(write_manifest(out, manifest))
     return written
 
