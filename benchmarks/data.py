@@ -6,6 +6,10 @@ the images as read, its two 8-bit gray references: what the metrics compare a fu
 what the classic baselines fuse. For 8-bit files those are the file's own pixels (luma for
 colour), exactly as published evaluations read them; other inputs (HU DICOM, NIfTI) go through
 the model's own CT windowing / MRI normalisation first.
+
+A PET/ or SPECT/ folder makes the pairs functional (pet-mri, spect-mri): each pair also keeps its
+functional image as 8-bit RGB (a gray PET drawn in the runtime's colour map), whose chroma every
+fused luma gets back and against which the chroma error is measured.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 
 from medfuse.runtime.errors import MedfuseError
 from medfuse.runtime.image import MedicalImage
+from medfuse.runtime.modality import DEFAULT_MODALITY_PAIR, is_functional, pair_of_folder
 from medfuse.runtime.preprocess import PreprocessConfig, ct_to_unit, mri_to_unit
 
 SOURCE_DIRS = ("ct", "pet", "spect")  # the first (structural or functional) image of a pair
@@ -35,12 +40,14 @@ class Pair:
     name: str  # file name shared by the two images
     ct: MedicalImage  # the first source (CT, or PET/SPECT pseudo-colour)
     mri: MedicalImage
-    ref_ct: np.ndarray  # uint8 (H, W): the gray reference of the first source
+    ref_ct: np.ndarray  # uint8 (H, W): the gray reference of the first source (a functional image's luma)
     ref_mri: np.ndarray  # uint8 (H, W)
+    modality_pair: str = DEFAULT_MODALITY_PAIR  # from the first source's folder: CT/, PET/ or SPECT/
+    source_rgb: np.ndarray | None = None  # functional pairs: the first source as uint8 (H, W, 3) RGB
 
     @property
     def colour(self) -> bool:
-        return self.ct.is_rgb
+        return self.ct.is_rgb or self.source_rgb is not None
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,12 @@ def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
     return [(n, a[n], b[n]) for n in names]
 
 
+def source_modality(folder: str | Path) -> str:
+    """The modality pair of a data folder, from its first source subfolder's name (CT, PET, SPECT)."""
+    src = _subdir(Path(folder), SOURCE_DIRS)
+    return pair_of_folder(src.name) if src is not None else DEFAULT_MODALITY_PAIR
+
+
 def _spread(items: list, limit: int | None) -> list:
     if limit is None or len(items) <= limit:
         return items
@@ -118,18 +131,30 @@ def _reference(img: MedicalImage, to_unit, cfg: PreprocessConfig) -> np.ndarray:
     return np.round(np.clip(to_unit(img, cfg), 0, 1) * 255).astype(np.uint8)
 
 
+def _functional(name: str, img: MedicalImage, mri: MedicalImage, pair: str, cfg: PreprocessConfig) -> Pair:
+    from medfuse.runtime.functional import functional_rgb
+    from medfuse.runtime.metrics import to_gray255
+
+    rgb = np.round(functional_rgb(img) * 255.0).astype(np.uint8)
+    return Pair(name, img, mri, to_gray255(rgb).astype(np.uint8), _reference(mri, mri_to_unit, cfg), pair, rgb)
+
+
 def load_pairs(folder: str | Path, sel: Selection = Selection(), cfg: PreprocessConfig | None = None) -> list[Pair]:
     from medfuse.runtime.io import read_image
 
     cfg = cfg or PreprocessConfig()
     found = {name: (a, b) for name, a, b in find_pairs(folder)}
+    pair = source_modality(folder)
     names = select(list(found), sel)
     if not names:
         raise MedfuseError("no pairs left after the split/--cases selection", folder)
     pairs = []
     for name in names:
         ct, mri = read_image(found[name][0]), read_image(found[name][1])
-        pairs.append(Pair(name, ct, mri, _reference(ct, ct_to_unit, cfg), _reference(mri, mri_to_unit, cfg)))
+        if is_functional(pair):
+            pairs.append(_functional(name, ct, mri, pair, cfg))
+        else:
+            pairs.append(Pair(name, ct, mri, _reference(ct, ct_to_unit, cfg), _reference(mri, mri_to_unit, cfg)))
     return pairs
 
 
@@ -150,6 +175,7 @@ def dataset(data: Path | None, n_cases: int = PHANTOM_CASES, slices: int = PHANT
 def describe(pairs: list[Pair], folder: Path, real: bool, sel: Selection) -> str:
     if not real:
         return f"{len(pairs)} phantom pairs (runtime.phantom, 8-bit PNG, 256 px)"
-    what = f"{len(pairs)} pairs from {folder} (split {sel.split}"
+    kind = f"{pairs[0].modality_pair} " if pairs and pairs[0].modality_pair != DEFAULT_MODALITY_PAIR else ""
+    what = f"{len(pairs)} {kind}pairs from {folder} (split {sel.split}"
     what += f", cases /{sel.cases}/" if sel.cases else ""
     return what + ")"

@@ -3,6 +3,13 @@
 All rows are scored on the same pairs against the same 8-bit gray references (see data.py); a
 colour fusion (medfuse's RGB output, a PET/SPECT pair) is scored on its BT.601 luma. Each figure
 is the mean over the pairs.
+
+Functional pairs (PET/SPECT): every method fuses the functional luma with the MRI, and its fused
+luma gets the functional image's chroma back (a baseline as much as medfuse), so all rows are
+coloured the same way. The metrics read the fused luma itself (before colouring, whose clipping
+at the RGB cube would otherwise move it), and `ChromaErr` is the mean absolute Cr/Cb difference
+(0-255) of the coloured result against the functional image inside its tracer uptake
+(runtime/color.py): how well the colour map survived.
 """
 
 from __future__ import annotations
@@ -15,11 +22,13 @@ import numpy as np
 from medfuse.benchmarks.baselines import BASELINES, fuse_to_uint8
 from medfuse.benchmarks.data import Pair
 from medfuse.benchmarks.engines import EngineSet, run_batched
+from medfuse.runtime.color import chroma_error, luma_of_channels, merge_luma_chroma, split_luma_chroma
 from medfuse.runtime.metrics import DEFAULT_SSIM_DATA_RANGE, METRIC_NAMES, fusion_metrics
 from medfuse.runtime.preprocess import prepare_pair, to_uint8_image
 
 # The eight metrics issue 7's acceptance counts (AG and PSNR are reported, not counted).
 SCORED_METRICS = ("EN", "SD", "SF", "MI", "SCD", "VIF", "Qabf", "SSIM")
+CHROMA_METRIC = "ChromaErr"  # functional pairs only; lower is better, not counted in wins
 
 
 @dataclass(frozen=True)
@@ -43,19 +52,49 @@ class QualityResult:
 
 
 def _row(method: str, kind: str, scores: list[dict[str, float]], data_range: float) -> QualityRow:
-    table = {m: np.array([s[m] for s in scores], dtype=np.float64) for m in METRIC_NAMES}
+    names = METRIC_NAMES + ((CHROMA_METRIC,) if scores and CHROMA_METRIC in scores[0] else ())
+    table = {m: np.array([s[m] for s in scores], dtype=np.float64) for m in names}
     finite = {m: v[np.isfinite(v)] for m, v in table.items()}
     mean = {m: float(v.mean()) if v.size else float("nan") for m, v in finite.items()}
     std = {m: float(v.std()) if v.size else float("nan") for m, v in finite.items()}
     return QualityRow(method, kind, len(scores), mean, std, data_range)
 
 
-def _engine_images(engine, pairs: Sequence[Pair], found: EngineSet) -> list[np.ndarray]:
-    prepared = [prepare_pair(p.ct, p.mri, found.preprocess) for p in pairs]
+# A fusion as scored and as shown: (8-bit image the metrics read, image a reader sees). They are
+# one image for CT-MRI; for a functional pair the first is the fused luma, the second that luma in
+# the source's colours, whose RGB clipping must not leak into the luma metrics.
+Fused = tuple[np.ndarray, np.ndarray]
+
+
+def _coloured(gray8: np.ndarray, p: Pair) -> Fused:
+    if p.source_rgb is None:
+        return gray8, gray8
+    _, chroma = split_luma_chroma(p.source_rgb)
+    return gray8, np.round(merge_luma_chroma(gray8.astype(np.float32) / 255.0, chroma) * 255.0).astype(np.uint8)
+
+
+def _engine_images(engine, pairs: Sequence[Pair], found: EngineSet) -> list[Fused]:
+    prepared = [prepare_pair(p.ct, p.mri, found.preprocess, p.modality_pair) for p in pairs]
     ct = np.stack([p.ct for p in prepared])
     mri = np.stack([p.mri for p in prepared])
     fused = run_batched(engine, ct, mri)
-    return [to_uint8_image(f, p.geometry) for f, p in zip(fused, prepared)]
+    out = []
+    for f, pp, p in zip(fused, prepared, pairs):
+        if pp.chroma is None:
+            rgb = to_uint8_image(f, pp.geometry)
+            out.append((rgb, rgb))
+        else:
+            luma = to_uint8_image(luma_of_channels(f)[None], pp.geometry)[..., 0]
+            out.append((luma, to_uint8_image(f, pp.geometry, pp.chroma)))
+    return out
+
+
+def _scores(fused: Fused, p: Pair, ssim_data_range: float) -> dict[str, float]:
+    scored, shown = fused
+    out = fusion_metrics(scored, p.ref_ct, p.ref_mri, ssim_data_range=ssim_data_range)
+    if p.source_rgb is not None:
+        out[CHROMA_METRIC] = chroma_error(shown, p.source_rgb)
+    return out
 
 
 def evaluate(pairs: Sequence[Pair], found: EngineSet | None = None, baselines: Sequence[str] = tuple(BASELINES),
@@ -64,18 +103,18 @@ def evaluate(pairs: Sequence[Pair], found: EngineSet | None = None, baselines: S
     """Score every baseline and engine on `pairs`; keep the images of the first `keep_examples` pairs."""
     result = QualityResult(rows=[])
     for p in pairs[:keep_examples]:
-        result.examples[p.name] = {"CT" if not p.colour else "functional": p.ref_ct, "MRI": p.ref_mri}
+        first = p.source_rgb if p.source_rgb is not None else p.ref_ct
+        result.examples[p.name] = {"CT" if not p.colour else "functional": first, "MRI": p.ref_mri}
 
-    def score(method: str, kind: str, images: Sequence[np.ndarray]) -> None:
-        scores = [fusion_metrics(img, p.ref_ct, p.ref_mri, ssim_data_range=ssim_data_range)
-                  for img, p in zip(images, pairs)]
+    def score(method: str, kind: str, images: Sequence[Fused]) -> None:
+        scores = [_scores(img, p, ssim_data_range) for img, p in zip(images, pairs)]
         result.rows.append(_row(method, kind, scores, ssim_data_range))
-        for img, p in zip(images[:keep_examples], pairs):
-            result.examples[p.name][method] = img
+        for (_, shown), p in zip(images[:keep_examples], pairs):
+            result.examples[p.name][method] = shown
         tick()
 
     for name in baselines:
-        score(name, "baseline", [fuse_to_uint8(name, p.ref_ct, p.ref_mri) for p in pairs])
+        score(name, "baseline", [_coloured(fuse_to_uint8(name, p.ref_ct, p.ref_mri), p) for p in pairs])
     for engine in (found.engines if found else []):
         score(engine.name, "medfuse", _engine_images(engine, pairs, found))
     return result

@@ -71,7 +71,7 @@ class SuiteResult:
 
 
 def _stack(pairs: Sequence[Pair], cfg: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
-    prepared = [prepare_pair(p.ct, p.mri, cfg) for p in pairs]
+    prepared = [prepare_pair(p.ct, p.mri, cfg, p.modality_pair) for p in pairs]
     return np.stack([p.ct for p in prepared]), np.stack([p.mri for p in prepared])
 
 

@@ -9,7 +9,9 @@ from medfuse.runtime.metrics import METRIC_NAMES
 
 Table = tuple[list[str], list[list[str]]]
 
-METRIC_DIGITS = {"EN": 3, "SD": 2, "SF": 2, "AG": 2, "MI": 3, "SCD": 3, "VIF": 3, "Qabf": 3, "SSIM": 3, "PSNR": 2}
+METRIC_DIGITS = {"EN": 3, "SD": 2, "SF": 2, "AG": 2, "MI": 3, "SCD": 3, "VIF": 3, "Qabf": 3, "SSIM": 3, "PSNR": 2,
+                 "ChromaErr": 2}
+CHROMA_METRIC = "ChromaErr"  # functional (PET/SPECT) pairs only: benchmarks/quality.py
 PARITY_DELTAS = ("MI", "SSIM", "Qabf", "VIF")
 
 
@@ -61,7 +63,9 @@ def parity_table(rows: Sequence[dict]) -> Table:
     return head, body
 
 
-def quality_table(rows: Sequence[dict], metrics: Sequence[str] = METRIC_NAMES) -> Table:
+def quality_table(rows: Sequence[dict], metrics: Sequence[str] | None = None) -> Table:
+    if metrics is None:
+        metrics = METRIC_NAMES + ((CHROMA_METRIC,) if any(CHROMA_METRIC in r for r in rows) else ())
     head = ["method", "kind", "pairs", *metrics]
     body = [[r["method"], r["kind"], str(r["pairs"]), *[num(r[m], METRIC_DIGITS.get(m, 3)) for m in metrics]]
             for r in rows]
