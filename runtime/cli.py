@@ -38,7 +38,8 @@ class Precision(str, Enum):
 
 CtArg = Annotated[Path, typer.Argument(
     metavar="CT", show_default=False,
-    help="CT: an image (PNG/JPEG/TIFF/DICOM/NIfTI), a DICOM series folder, a 3D NIfTI, or a folder of CT images.")]
+    help="CT: an image (PNG/JPEG/TIFF/DICOM/NIfTI), a DICOM series folder, a 3D NIfTI, or a folder of CT images. "
+         "With a pet-mri/spect-mri model: the PET/SPECT image (pseudo-colour, or gray PET DICOM).")]
 MriArg = Annotated[Path, typer.Argument(metavar="MRI", show_default=False,
                                         help="MRI: the same kind as CT (registered to it).")]
 OutOpt = Annotated[Path, typer.Option("--output", "-o", show_default=False,
@@ -65,7 +66,8 @@ SliceOpt = Annotated[Optional[int], typer.Option("--slice", help="Slice of a NIf
 SideOpt = Annotated[Optional[Path], typer.Option("--side-by-side", metavar="PATH",
                                                  help="Also write a CT | MRI | fused PNG (a folder for folders).")]
 MetricsOpt = Annotated[bool, typer.Option("--metrics", help="Fusion quality metrics (EN, SD, SF, AG, MI, SCD, VIF, "
-                                                            "Qabf, SSIM, PSNR) of each pair.")]
+                                                            "Qabf, SSIM, PSNR) of each pair; PET/SPECT "
+                                                            "models: on the fused luma, plus ChromaErr.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout (messages go to stderr).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Threads decoding and writing "

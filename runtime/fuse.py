@@ -173,11 +173,23 @@ def side_by_side(prepared: PreparedPair, fused_rgb: np.ndarray, gap: int = 4) ->
     return np.hstack([ct, sep, mri, sep, fused_rgb])
 
 
-def pair_metrics(prepared: PreparedPair, fused_rgb: np.ndarray) -> dict[str, float]:
+def pair_metrics(prepared: PreparedPair, fused_rgb: np.ndarray, fused: np.ndarray | None = None) -> dict[str, float]:
+    """Fusion metrics; a functional pair's on the fused luma (`fused`, before colouring moves it at
+    the RGB cube's edge, as medfuse-bench scores it) plus ChromaErr against the source's colours."""
     from medfuse.runtime.metrics import fusion_metrics  # numpy+OpenCV; only --metrics pays for it
 
     ct, mri = panels(prepared)
-    return {k: round(float(v), 4) for k, v in fusion_metrics(fused_rgb, ct, mri).items()}
+    scored = fused_rgb
+    if prepared.chroma is not None and fused is not None:
+        from medfuse.runtime.color import luma_of_channels
+
+        scored = to_uint8_image(luma_of_channels(fused)[None], prepared.geometry)
+    out = fusion_metrics(scored, ct, mri)
+    if prepared.chroma is not None:
+        from medfuse.runtime.color import chroma_error
+
+        out["ChromaErr"] = chroma_error(fused_rgb, ct)
+    return {k: round(float(v), 4) for k, v in out.items()}
 
 
 def write_fused_image(path: Path, rgb: np.ndarray, ct: MedicalImage, mri: MedicalImage) -> None:
@@ -215,7 +227,7 @@ class PairWork:
             io.write_png(side, side_by_side(prepared, rgb))
             outcome.extra["side_by_side"] = str(side)
         if self.options.metrics:
-            outcome.metrics = pair_metrics(prepared, rgb)
+            outcome.metrics = pair_metrics(prepared, rgb, fused)
         return outcome
 
     def fail(self, job: PairJob, err: BaseException) -> Outcome:

@@ -94,7 +94,9 @@ def test_medfuse_run_writes_a_colour_png_with_the_pet_chroma(pet_model, pet_dir,
     expected = to_uint8_image(ref, prepared.geometry, prepared.chroma)
     assert np.abs(split_luma_chroma(fused8)[0] - split_luma_chroma(expected)[0]).max() * 255 <= 2.0
     assert uptake_mask(source8).any() and io.read_image(side).pixels.shape[1] > 3 * 64
-    assert set(summary["outputs"][0]["metrics"]) >= {"MI", "SSIM"}
+    metrics = summary["outputs"][0]["metrics"]
+    assert set(metrics) >= {"MI", "SSIM", "ChromaErr"} and metrics["ChromaErr"] == pytest.approx(
+        chroma_error(fused8, source8), abs=1.0)
 
 
 def test_bench_quality_on_colour_pairs_scores_luma_and_chroma(pet_model, pet_dir, tmp_path):
