@@ -210,7 +210,8 @@ def _orientation(img: MedicalImage) -> np.ndarray | None:
     return np.asarray(img.datasets[0].ImageOrientationPatient, dtype=np.float64)
 
 
-def _first_to_unit(img: MedicalImage, cfg: PreprocessConfig, modality_pair: str) -> tuple[np.ndarray, np.ndarray | None]:
+def _first_to_unit(img: MedicalImage, cfg: PreprocessConfig,
+                   modality_pair: str) -> tuple[np.ndarray, np.ndarray | None]:
     """The first image of a pair in [0, 1], and for a functional pair the chroma to restore."""
     from .modality import is_functional  # noqa: PLC0415 (functional.py imports this module)
 

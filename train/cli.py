@@ -75,6 +75,7 @@ StepsPerEpoch = Annotated[Optional[int], typer.Option(help="Quick runs: at most 
 Threads = Annotated[Optional[int], typer.Option(help="torch CPU threads (default: one per core); on a busy shared CPU, 1 can be several times faster.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace the run already in --out (its checkpoints, history, curves, config).")]
 Workers = Annotated[Optional[int], typer.Option(help="DataLoader workers (default 0: data is already in memory).")]
+Modality = Annotated[Optional[ModalityPair], typer.Option(help="ct-mri (default), pet-mri or spect-mri (DATA/PET or SPECT/): the functional luma is fused, its colours come back at inference; a CT-MRI or vis/ir --init loads as is.")]
 Set = Annotated[Optional[list[str]], typer.Option("--set", help="Any other setting as SECTION.FIELD=VALUE, e.g. loss.w_content=10 (repeatable).")]
 
 
@@ -148,7 +149,7 @@ def finetune(
     seed: Seed = None, precision: PrecisionOpt = None, device: Device = None, augment: Augment = None,
     skip_unpaired: SkipUnpaired = None, limit_pairs: LimitPairs = None, steps_per_epoch: StepsPerEpoch = None,
     num_workers: Workers = None, threads: Threads = None, overwrite: Overwrite = False, set_values: Set = None,
-    modality_pair: Annotated[Optional[ModalityPair], typer.Option(help="ct-mri (default), or pet-mri / spect-mri: the functional image's luma is fused, its colours restored at inference; a ct-mri (or vis/ir) --init loads into the same ct_/mri_ encoders.")] = None,
+    modality_pair: Modality = None,
 ) -> None:
     """Fine-tuning on DATA/CT (or PET/, SPECT/ with --modality-pair) + DATA/MRI, usually from an --init checkpoint."""
     train = {k: v for k, v in locals().items() if k not in ("config", "resume", "model_size", "input_size", "set_values", "overwrite")}

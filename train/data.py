@@ -117,7 +117,8 @@ def _slices(path: Path) -> list[MedicalImage]:
     return [volume.slice(i) for i in range(volume.depth)]
 
 
-def prepare_source(pair: PairSource, cfg: PreprocessConfig, modality_pair: str = DEFAULT_MODALITY_PAIR) -> list[np.ndarray]:
+def prepare_source(pair: PairSource, cfg: PreprocessConfig,
+                   modality_pair: str = DEFAULT_MODALITY_PAIR) -> list[np.ndarray]:
     """One pair -> [4, S, S] float32 arrays (3 channels of the first role, then the second), one per slice.
 
     A functional pair (PET/SPECT) contributes its luma as the first role, as inference does; its
