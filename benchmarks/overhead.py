@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from medfuse.benchmarks.data import find_pairs
+from medfuse.benchmarks.data import find_pairs, source_modality
 from medfuse.runtime.preprocess import PreprocessConfig, prepare_pair, to_uint8_image
 
 
@@ -39,6 +39,7 @@ def measure_prepost(folder: Path, cfg: PreprocessConfig, limit: int = 8, repeats
     from medfuse.runtime.writers import write_png
 
     pairs = find_pairs(folder)[:limit]
+    modality = source_modality(folder)  # PET/SPECT: the luma/chroma split and the recolouring are timed too
     read, pre, post = [], [], []
     with tempfile.TemporaryDirectory(prefix="medfuse-bench-post-") as tmp:
         for _ in range(repeats):
@@ -46,10 +47,11 @@ def measure_prepost(folder: Path, cfg: PreprocessConfig, limit: int = 8, repeats
                 t0 = time.perf_counter()
                 ct, mri = read_image(a), read_image(b)
                 t1 = time.perf_counter()
-                prepared = prepare_pair(ct, mri, cfg)
+                prepared = prepare_pair(ct, mri, cfg, modality)
                 t2 = time.perf_counter()
                 # the CT input stands in for a model output: same shape, same work to restore and write
-                write_png(Path(tmp) / f"{Path(name).stem}.png", to_uint8_image(prepared.ct, prepared.geometry))
+                write_png(Path(tmp) / f"{Path(name).stem}.png", to_uint8_image(prepared.ct, prepared.geometry,
+                                                                                prepared.chroma))
                 t3 = time.perf_counter()
                 read.append(t1 - t0)
                 pre.append(t2 - t1)
