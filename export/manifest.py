@@ -5,24 +5,16 @@ Written last, after every artifact is in place, so a folder with a manifest is a
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from medfuse import __version__
 from medfuse.runtime.atomic import atomic_output
+from medfuse.runtime.checksum import sha256_file
 
 MANIFEST = "manifest.json"
 FORMATS = ("onnx", "tensorrt-plan")
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from medfuse.export.runners import engine_outputs, torch_outputs
 from medfuse.export.tensorrt_build import EngineOptions, build_engine, engine_unavailable
 from medfuse.export.triton import write_repository
 from medfuse.export.variants import VARIANTS, export_variant
+from medfuse.runtime.checksum import sha256_file
 from medfuse.runtime.errors import MedfuseError
 
 __all__ = ["ExportRequest", "ExportResult", "default_timing_cache", "run_export"]
@@ -65,7 +66,7 @@ def make_staging(out_dir: Path) -> Path:
 
 
 def load(ctx: Context, real_pairs: list[tuple[Path, Path]]) -> None:
-    from medfuse.train.checkpoint import load_checkpoint, model_from_checkpoint, sha256_file
+    from medfuse.train.checkpoint import load_checkpoint, model_from_checkpoint
 
     data = load_checkpoint(ctx.request.checkpoint)
     ctx.model, model_cfg, ctx.preprocess_config = model_from_checkpoint(data, ctx.request.checkpoint)

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from medfuse import __version__
-from medfuse.export.manifest import sha256_file
 from medfuse.runtime.atomic import atomic_output
+from medfuse.runtime.checksum import sha256_file
 from medfuse.runtime.errors import MedfuseError
 
 ENGINE_NEEDS = "the TensorRT engine needs an NVIDIA GPU with the `tensorrt` and `cuda-python` packages (pip install 'medfuse[gpu]')"

@@ -13,7 +13,7 @@ import onnx
 import pytest
 
 from export_support import make_tiny_checkpoint
-from medfuse.export.manifest import sha256_file
+from medfuse.runtime.checksum import sha256_file
 from medfuse.export.tensorrt_build import engine_unavailable
 
 

@@ -14,7 +14,7 @@ import pytest
 from export_support import tiny_export
 from medfuse.export import pipeline, variants
 from medfuse.export.context import Context
-from medfuse.export.manifest import sha256_file
+from medfuse.runtime.checksum import sha256_file
 from medfuse.export.tensorrt_build import BatchProfile
 from medfuse.runtime.errors import MedfuseError
 

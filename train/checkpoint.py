@@ -8,7 +8,6 @@ cannot be read back.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import random
 import zipfile
@@ -21,6 +20,7 @@ from torch import nn
 
 from medfuse import __version__
 from medfuse.runtime.atomic import atomic_output
+from medfuse.runtime.checksum import sha256_file
 from medfuse.runtime.errors import MedfuseError
 from medfuse.runtime.preprocess import PreprocessConfig
 
@@ -80,14 +80,6 @@ def load_checkpoint(path: str | Path) -> dict:
     if "model_state" not in data or "model_config" not in data:
         raise MedfuseError("checkpoint lacks model_state or model_config", path)
     return data
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[FusionNet, ModelConfig, PreprocessConfig, str]:
