@@ -74,6 +74,44 @@ def test_plain_head_skips_medical_attention():
         assert torch.equal(fused, model.decoder(features))
 
 
+def test_residual_head_starts_near_identity_and_can_brighten():
+    torch.manual_seed(1)
+    model = build_model(ModelConfig.tiny(output_head="residual")).eval()
+    ct, mri = torch.rand(1, 3, 64, 64), torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        fused = model(ct, mri)
+        features = [b(x, y) for b, x, y in zip(model.fusion, model.ct_encoder(ct), model.mri_encoder(mri))]
+        decoded = model.decoder(features)
+        assert 0.0 <= fused.min() and fused.max() <= 1.0
+        # gate 0.5 at init (up to the 3x3 conv's response): about the decoder output, not half of it
+        assert (fused - decoded).abs().mean().item() < 0.15 * decoded.mean().item()
+        head = model.medical_attention
+        torch.nn.init.constant_(head.layers[2].weight, 0.0)
+        torch.nn.init.constant_(head.layers[2].bias, 2.0)  # gate 0.88: brightens by 1.76, clipped at 1
+        x = torch.full((1, 3, 8, 8), 0.4)
+        assert torch.allclose(head.residual(x), torch.full_like(x, 0.4 * 2 * torch.sigmoid(torch.tensor(2.0)).item()))
+        assert head.residual(torch.full_like(x, 0.9)).max().item() == 1.0
+
+
+def test_input_skip_feeds_the_inputs_to_the_last_decoder_block():
+    torch.manual_seed(2)
+    model = build_model(ModelConfig.tiny(input_skip=True)).eval()
+    assert model.decoder.blocks[-1].conv[0].in_channels == model.decoder.blocks[-2].conv[0].out_channels // 2 + 2
+    ct, mri = torch.rand(1, 3, 64, 64), torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        features = [b(x, y) for b, x, y in zip(model.fusion, model.ct_encoder(ct), model.mri_encoder(mri))]
+        inputs = torch.cat([ct.mean(dim=1, keepdim=True), mri], dim=1)
+        assert torch.equal(model(ct, mri), model.medical_attention(model.decoder(features, inputs)))
+    assert ModelConfig().input_skip is False  # the spec's decoder stays the default
+
+
+def test_head_bias_init_sets_the_output_of_zero_features():
+    model = build_model(ModelConfig.tiny(head_bias_init=0.02))
+    assert torch.sigmoid(model.decoder.head.bias).detach() == pytest.approx([0.02] * 3)
+    with pytest.raises(ValueError, match="head_bias_init"):
+        ModelConfig(head_bias_init=1.0)
+
+
 def test_average_rgb_filters_is_the_channel_mean():
     weight = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2)
     gray = average_rgb_filters(weight)

@@ -78,3 +78,8 @@ class MedicalAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.layers(x)
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """x * 2 gate(x), clipped to [0, 1]: the gate can brighten as well as darken, and the
+        layer is the identity where the gate is 0.5 (medical_gate_init 0.5 starts it there)."""
+        return (x * 2.0 * self.layers(x)).clamp(0.0, 1.0)

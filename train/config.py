@@ -28,6 +28,7 @@ DECODER_UPSAMPLES = (
 OUTPUT_HEADS = (
     "attention",  # spec: output * sigmoid(medical attention(output))
     "plain",  # decoder sigmoid only; the medical attention layer exists but is bypassed (ablation)
+    "residual",  # output * 2 sigmoid(medical attention(output)), clipped to [0, 1]: identity at gate 0.5
 )
 
 ROLE_PAIRS = (("ct", "mri"), ("vis", "ir"))
@@ -49,6 +50,14 @@ class ModelConfig:
     # close to identity. The spec does not fix it; 0.5 keeps its behaviour.
     medical_gate_init: float = 0.5
     output_head: str = "attention"  # one of OUTPUT_HEADS
+    # Full-resolution skip: the last decoder block also sees gray(CT) and the MRI. Without it
+    # (the spec) the finest features are the 1/4-scale f1, and fine edges must be re-synthesised.
+    input_skip: bool = False
+    # Decoder output (before the head's gate) where the last decoder features are all zero, e.g. a
+    # flat black background after the ReLUs: the head conv's bias starts at its logit. None keeps
+    # PyTorch's init (about 0.5, the spec's). AdamW moves a bias about lr per step, so from 0.5 a
+    # background needs thousands of steps to turn black.
+    head_bias_init: float | None = None
 
     def __post_init__(self) -> None:
         # JSON round trips turn tuples into lists; keep the field hashable and comparable.
@@ -67,6 +76,8 @@ class ModelConfig:
             raise ValueError("attention_reduction and medical_hidden must be positive")
         if not 0 < self.medical_gate_init < 1:
             raise ValueError(f"medical_gate_init must be in (0, 1), got {self.medical_gate_init}")
+        if self.head_bias_init is not None and not 0 < self.head_bias_init < 1:
+            raise ValueError(f"head_bias_init must be in (0, 1) or None, got {self.head_bias_init}")
         if self.spatial_kernel <= 0 or self.spatial_kernel % 2 == 0:
             raise ValueError(f"spatial_kernel must be odd and positive, got {self.spatial_kernel}")
 

@@ -12,6 +12,8 @@ followed by bilinear upsampling, which starts without a grid too.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -70,7 +72,8 @@ class UpBlock(nn.Module):
 class FusionDecoder(nn.Module):
     """Fused features at 1/4..1/32 (channels w, 2w, 4w, 8w) -> RGB logits' sigmoid at full size."""
 
-    def __init__(self, stage_channels: tuple[int, int, int, int], mode: str = "resize-conv", out_channels: int = 3):
+    def __init__(self, stage_channels: tuple[int, int, int, int], mode: str = "resize-conv", out_channels: int = 3,
+                 input_channels: int = 0, head_bias_init: float | None = None):
         super().__init__()
         w1, w2, w3, w4 = stage_channels
         self.blocks = nn.ModuleList(
@@ -79,15 +82,17 @@ class FusionDecoder(nn.Module):
                 UpBlock(mode, w3, w2, w2),  # 1/16 -> 1/8, skip f2
                 UpBlock(mode, w2, w1, w1),  # 1/8 -> 1/4, skip f1
                 UpBlock(mode, w1, 0, w1 // 2),  # 1/4 -> 1/2
-                UpBlock(mode, w1 // 2, 0, w1 // 4),  # 1/2 -> 1/1
+                UpBlock(mode, w1 // 2, input_channels, w1 // 4),  # 1/2 -> 1/1, skip: the inputs (input_skip)
             ]
         )
         self.head = nn.Conv2d(w1 // 4, out_channels, 3, padding=1)
+        if head_bias_init is not None:
+            nn.init.constant_(self.head.bias, math.log(head_bias_init / (1 - head_bias_init)))
         self.sigmoid = nn.Sigmoid()
 
-    def forward(self, fused: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, fused: list[torch.Tensor], inputs: torch.Tensor | None = None) -> torch.Tensor:
         f1, f2, f3, f4 = fused
         x = f4
-        for block, skip in zip(self.blocks, (f3, f2, f1, None, None)):
+        for block, skip in zip(self.blocks, (f3, f2, f1, None, inputs)):
             x = block(x, skip)
         return self.sigmoid(self.head(x))

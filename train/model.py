@@ -31,7 +31,8 @@ class FusionNet(nn.Module):
         self.fusion = nn.ModuleList(
             DualAttentionFusion(c, cfg.attention_reduction, cfg.spatial_kernel) for c in cfg.stage_channels
         )
-        self.decoder = FusionDecoder(cfg.stage_channels, cfg.decoder_upsample)
+        self.decoder = FusionDecoder(cfg.stage_channels, cfg.decoder_upsample, input_channels=2 if cfg.input_skip else 0,
+                                     head_bias_init=cfg.head_bias_init)
         self.medical_attention = MedicalAttention(3, cfg.medical_hidden, cfg.medical_gate_init)
 
     @property
@@ -43,9 +44,12 @@ class FusionNet(nn.Module):
             check_inputs(a, b)
         enc_a, enc_b = self.encoders
         fused = [block(fa, fb) for block, fa, fb in zip(self.fusion, enc_a(a), enc_b(b))]
-        out = self.decoder(fused)
+        inputs = torch.cat([a.mean(dim=1, keepdim=True), b], dim=1) if self.cfg.input_skip else None
+        out = self.decoder(fused, inputs)
         if self.cfg.output_head == "attention":
             out = self.medical_attention(out)
+        elif self.cfg.output_head == "residual":
+            out = self.medical_attention.residual(out)
         return out
 
 

@@ -162,7 +162,7 @@ class Trainer:
             if self.env.enabled:
                 ids = [self.device.index] if self.device.type == "cuda" else None
                 self.net = DistributedDataParallel(
-                    self.model, device_ids=ids, find_unused_parameters=self.run.model.output_head != "attention"
+                    self.model, device_ids=ids, find_unused_parameters=self.run.model.output_head == "plain"
                 )
             self._frozen = frozen
 
