@@ -23,13 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
+from medfuse.runtime import pairing
 from medfuse.runtime.errors import MedfuseError
 from medfuse.runtime.image import MedicalImage
 from medfuse.runtime.modality import DEFAULT_MODALITY_PAIR, is_functional, pair_of_folder
 from medfuse.runtime.preprocess import PreprocessConfig, ct_to_unit, mri_to_unit
 
-SOURCE_DIRS = ("ct", "pet", "spect")  # the first (structural or functional) image of a pair
-MRI_DIRS = ("mri", "mr")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm")
 SPLITS = ("all", "train", "val")
 PHANTOM_CASES, PHANTOM_SLICES = 2, 2  # 4 phantom pairs: a report in minutes on a 2-core CPU
@@ -62,36 +61,14 @@ class Selection:
     limit: int | None = None  # at most this many pairs, evenly spread over the sorted list
 
 
-def _subdir(folder: Path, names: tuple[str, ...]) -> Path | None:
-    for child in sorted(folder.iterdir()):
-        if child.is_dir() and child.name.lower() in names:
-            return child
-    return None
-
-
-def _images(folder: Path) -> dict[str, Path]:
-    return {p.name: p for p in sorted(folder.iterdir())
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES}
-
-
 def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
-    """(name, first source, MRI) for each file name present in both subfolders, sorted."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise MedfuseError("data folder does not exist or is not a folder", folder)
-    src, mri = _subdir(folder, SOURCE_DIRS), _subdir(folder, MRI_DIRS)
-    if src is None or mri is None:
-        raise MedfuseError("data folder needs a CT/ (or PET/, SPECT/) and an MRI/ subfolder", folder)
-    a, b = _images(src), _images(mri)
-    names = sorted(a.keys() & b.keys())
-    if not names:
-        raise MedfuseError(f"no pairs: no file name is in both {src.name}/ and {mri.name}/", folder)
-    return [(n, a[n], b[n]) for n in names]
+    """(name, first source, MRI) for each 2D image name (suffix aside) in both subfolders, sorted."""
+    return pairing.find_pairs(folder, what="data folder", suffixes=IMAGE_SUFFIXES)
 
 
 def source_modality(folder: str | Path) -> str:
     """The modality pair of a data folder, from its first source subfolder's name (CT, PET, SPECT)."""
-    src = _subdir(Path(folder), SOURCE_DIRS)
+    src = pairing.find_subfolder(Path(folder), pairing.SOURCE_DIRS)
     return pair_of_folder(src.name) if src is not None else DEFAULT_MODALITY_PAIR
 
 

@@ -11,12 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from medfuse.runtime.errors import MedfuseError
+from medfuse.runtime import pairing
 from medfuse.runtime.preprocess import PreparedPair, PreprocessConfig, prepare_pair
 
-CT_DIRS = ("ct", "pet", "spect")  # functional images: the network's first input is their luma, as for RGB CT
-MRI_DIRS = ("mri", "mr")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".nii", ".gz"}
 PHANTOM_SLICES = (0.35, 0.5, 0.65)  # slice positions: different anatomy per phantom
 
 
@@ -41,40 +38,12 @@ def phantom_arrays(cfg: PreprocessConfig, count: int = len(PHANTOM_SLICES)) -> t
     return stack(prepared)
 
 
-def _subdir(folder: Path, names: tuple[str, ...]) -> Path | None:
-    for child in sorted(folder.iterdir()):
-        if child.is_dir() and child.name.lower() in names:
-            return child
-    return None
-
-
-def _stem(path: Path) -> str:
-    """The name without its image suffix, so CT/01001.dcm pairs with MRI/01001.png."""
-    return path.name[:-7] if path.name.lower().endswith(".nii.gz") else path.stem
-
-
-def _images(folder: Path) -> dict[str, Path]:
-    return {_stem(p): p for p in sorted(folder.iterdir())
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES}
-
-
 def find_pairs(folder: str | Path) -> list[tuple[Path, Path]]:
     """(CT, MRI) file pairs matched by name (suffix aside); MedfuseError naming the folder when there are none.
 
-    The images sit directly in CT/ and MRI/: 2D files, or NIfTI volumes (their middle slice).
+    The images sit directly in CT/ (or PET/, SPECT/) and MRI/: 2D files, or NIfTI volumes (their middle slice).
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise MedfuseError("calibration folder does not exist or is not a folder", folder)
-    ct_dir, mri_dir = _subdir(folder, CT_DIRS), _subdir(folder, MRI_DIRS)
-    if ct_dir is None or mri_dir is None:
-        raise MedfuseError("calibration folder has no CT/ and MRI/ subfolders with pairs", folder)
-    ct_files, mri_files = _images(ct_dir), _images(mri_dir)
-    pairs = [(ct_files[name], mri_files[name]) for name in sorted(ct_files.keys() & mri_files.keys())]
-    if not pairs:
-        raise MedfuseError("calibration folder has no CT/MRI pairs (image files of the same name in CT/ and MRI/)",
-                           folder)
-    return pairs
+    return [(src, mri) for _, src, mri in pairing.find_pairs(folder, what="calibration folder")]
 
 
 def spread(items: list, limit: int) -> list:

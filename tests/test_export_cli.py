@@ -139,7 +139,7 @@ def test_calibration_folder_without_pairs(tmp_path, checkpoint):
     (empty / "CT").mkdir(parents=True)
     (empty / "MRI").mkdir()
     (empty / "CT" / "01001.png").write_bytes(b"x")  # no MRI partner
-    _assert_user_error(_cli(checkpoint, "-o", tmp_path / "out", "--int8", "--calib", empty), "no CT/MRI pairs")
+    _assert_user_error(_cli(checkpoint, "-o", tmp_path / "out", "--int8", "--calib", empty), "no pairs: no file name (suffix aside) is in both CT/ and MRI/")
     _assert_user_error(_cli(checkpoint, "-o", tmp_path / "out", "--int8", "--calib", tmp_path / "none"), "does not exist")
     _assert_user_error(_cli(checkpoint, "-o", tmp_path / "out", "--int8"), "--int8 needs --calib")
     assert not (tmp_path / "out").exists()

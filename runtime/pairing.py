@@ -1,0 +1,60 @@
+"""Registered pairs in a data folder: `CT/` (or `PET/`, `SPECT/`) beside `MRI/`, one stem per pair.
+
+The Harvard layout, and what `phantom.write_phantom_dataset` writes. A pair is the same file
+stem in both subfolders, so `CT/01001.dcm` pairs with `MRI/01001.png`. Export (calibration and
+parity pairs) and the benchmarks read folders through this module; training has stricter rules
+of its own (unpaired files are an error there, series folders count) in `train/data.py`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medfuse.runtime.errors import MedfuseError
+
+SOURCE_DIRS = ("ct", "pet", "spect")  # the first image of a pair: structural CT or a functional map
+MRI_DIRS = ("mri", "mr")
+PAIR_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".nii", ".nii.gz")
+
+
+def file_stem(path: Path) -> str:
+    """The name without its image suffix; `.nii.gz` counts as one suffix."""
+    name = path.name
+    return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else path.stem
+
+
+def _suffix(path: Path) -> str:
+    return ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix.lower()
+
+
+def find_subfolder(folder: Path, names: tuple[str, ...]) -> Path | None:
+    """The first subfolder whose lower-case name is one of `names` (CT/, ct/, PET/ ...)."""
+    for child in sorted(folder.iterdir()):
+        if child.is_dir() and child.name.lower() in names:
+            return child
+    return None
+
+
+def images_by_stem(folder: Path, suffixes: tuple[str, ...] = PAIR_SUFFIXES) -> dict[str, Path]:
+    return {file_stem(p): p for p in sorted(folder.iterdir())
+            if p.is_file() and not p.name.startswith(".") and _suffix(p) in suffixes}
+
+
+def find_pairs(folder: str | Path, what: str = "data folder",
+               suffixes: tuple[str, ...] = PAIR_SUFFIXES) -> list[tuple[str, Path, Path]]:
+    """(stem, first source, MRI) for every stem in both subfolders, sorted; one clear error otherwise.
+
+    `what` names the folder's role in the messages ("calibration folder", "data folder").
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MedfuseError(f"{what} does not exist or is not a folder", folder)
+    src_dir, mri_dir = find_subfolder(folder, SOURCE_DIRS), find_subfolder(folder, MRI_DIRS)
+    if src_dir is None or mri_dir is None:
+        raise MedfuseError(f"{what} needs a CT/ (or PET/, SPECT/) and an MRI/ subfolder", folder)
+    src, mri = images_by_stem(src_dir, suffixes), images_by_stem(mri_dir, suffixes)
+    stems = sorted(src.keys() & mri.keys())
+    if not stems:
+        raise MedfuseError(f"no pairs: no file name (suffix aside) is in both {src_dir.name}/ and {mri_dir.name}/",
+                           folder)
+    return [(s, src[s], mri[s]) for s in stems]
