@@ -72,13 +72,6 @@ def source_modality(folder: str | Path) -> str:
     return pair_of_folder(src.name) if src is not None else DEFAULT_MODALITY_PAIR
 
 
-def _spread(items: list, limit: int | None) -> list:
-    if limit is None or len(items) <= limit:
-        return items
-    idx = np.linspace(0, len(items) - 1, limit).round().astype(int)
-    return [items[i] for i in idx]
-
-
 def select(names: list[str], sel: Selection) -> list[str]:
     """The names `sel` keeps, in sorted order."""
     if sel.split not in SPLITS:
@@ -96,7 +89,7 @@ def select(names: list[str], sel: Selection) -> list[str]:
         except re.error as err:
             raise MedfuseError(f"--cases is not a valid regular expression ({err})") from None
         keep = [n for n in keep if pattern.search(n)]
-    return _spread(keep, sel.limit)
+    return pairing.spread(keep, sel.limit)
 
 
 def _reference(img: MedicalImage, to_unit, cfg: PreprocessConfig) -> np.ndarray:

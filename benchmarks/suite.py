@@ -17,6 +17,7 @@ from medfuse.benchmarks.baselines import BASELINES
 from medfuse.benchmarks.data import Pair, Selection, dataset, describe, load_pairs
 from medfuse.benchmarks.engines import EngineSet, discover
 from medfuse.runtime.metrics import DEFAULT_SSIM_DATA_RANGE
+from medfuse.runtime.pairing import spread
 from medfuse.runtime.preprocess import PreprocessConfig, prepare_pair
 
 SECTIONS = ("latency", "parity", "quality")
@@ -75,14 +76,8 @@ def _stack(pairs: Sequence[Pair], cfg: PreprocessConfig) -> tuple[np.ndarray, np
     return np.stack([p.ct for p in prepared]), np.stack([p.mri for p in prepared])
 
 
-def _spread(pairs: Sequence[Pair], n: int) -> list[Pair]:
-    if len(pairs) <= n:
-        return list(pairs)
-    return [pairs[i] for i in np.linspace(0, len(pairs) - 1, n).round().astype(int)]
-
-
 def _latency(opts: BenchOptions, found: EngineSet, pairs, folder: Path, res: SuiteResult, progress: Progress) -> None:
-    ct, mri = _stack(_spread(pairs, opts.latency_pairs), found.preprocess)
+    ct, mri = _stack(spread(pairs, opts.latency_pairs), found.preprocess)
     tick = progress("latency", latency.ticks_needed(len(opts.batches), len(found.engines), opts.iters))
     res.latency = [r.to_dict() for r in latency.measure(found, ct, mri, opts.batches, opts.warmup, opts.iters, tick)]
     if not opts.overhead:
@@ -100,7 +95,7 @@ def _latency(opts: BenchOptions, found: EngineSet, pairs, folder: Path, res: Sui
 
 
 def _parity(opts: BenchOptions, found: EngineSet, pairs, res: SuiteResult, progress: Progress) -> None:
-    ct, mri = _stack(_spread(pairs, opts.parity_pairs), found.preprocess)
+    ct, mri = _stack(spread(pairs, opts.parity_pairs), found.preprocess)
     tick = progress("parity", len(found.engines))
     res.parity = [r.to_dict() for r in parity.measure(found, ct, mri, tick)]
 

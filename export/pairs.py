@@ -46,23 +46,15 @@ def find_pairs(folder: str | Path) -> list[tuple[Path, Path]]:
     return [(src, mri) for _, src, mri in pairing.find_pairs(folder, what="calibration folder")]
 
 
-def spread(items: list, limit: int) -> list:
-    """At most `limit` items evenly spaced over the sorted list (covers every case, not the first)."""
-    if len(items) <= limit:
-        return items
-    idx = np.linspace(0, len(items) - 1, limit).round().astype(int)
-    return [items[i] for i in idx]
-
-
 def split_pairs(pairs: list, calibration: int, parity: int) -> tuple[list, list]:
     """(calibration pairs, parity pairs), each spread over the folder and disjoint.
 
     Parity pairs are chosen first (they are few), so that int8 is judged on pairs it was not
     calibrated on; calibration takes the rest, or every pair when no other is left.
     """
-    check = spread(pairs, parity) if parity else []
+    check = pairing.spread(pairs, parity) if parity else []
     rest = [p for p in pairs if p not in check] or pairs
-    return spread(rest, calibration), check
+    return pairing.spread(rest, calibration), check
 
 
 def load_arrays(pairs: list[tuple[Path, Path]], cfg: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from medfuse.runtime.errors import MedfuseError
 
 SOURCE_DIRS = ("ct", "pet", "spect")  # the first image of a pair: structural CT or a functional map
@@ -58,3 +60,11 @@ def find_pairs(folder: str | Path, what: str = "data folder",
         raise MedfuseError(f"no pairs: no file name (suffix aside) is in both {src_dir.name}/ and {mri_dir.name}/",
                            folder)
     return [(s, src[s], mri[s]) for s in stems]
+
+
+def spread(items: list, limit: int | None) -> list:
+    """At most `limit` items evenly spaced over the sorted list (covers every case, not the first)."""
+    if limit is None or len(items) <= limit:
+        return list(items)
+    idx = np.linspace(0, len(items) - 1, limit).round().astype(int)
+    return [items[i] for i in idx]
