@@ -15,13 +15,14 @@
 # Smoke run of the whole chain (2 min here; the model it makes is untrained):
 #   PRETRAIN_EPOCHS=1 FINETUNE_EPOCHS=1 EXTRA="--limit-pairs 8 --steps-per-epoch 2" recipes/harvard.sh DATA OUT
 #
-# Expected wall time on the 2-core dev machine (default model, 256x256, bf16, --threads 1 while
-# another job used the other core; measured 90-130 s per fine-tuning epoch of 31 steps):
-# pretraining 4 epochs (177 RoadScene pairs, 45 steps each) ~10 min, fine-tuning 32 epochs
-# ~50-65 min, export + quality report ~4 min: about 65-80 minutes. Not yet run end to end at full
-# length (only the smoke run above). On a CUDA GPU the same command picks CUDA + fp16 by itself;
-# an H200 trains at about 0.06 s per step, so the whole recipe takes a few minutes there and
-# far more epochs become affordable (raise FINETUNE_EPOCHS / PRETRAIN_EPOCHS).
+# Measured wall time on the 2-core dev machine (default model, 256x256, bf16, 2 threads, machine
+# otherwise idle): 37 min 54 s. Pretraining 4 epochs (176 RoadScene pairs, 44 steps each) 183 s;
+# fine-tuning 36 s per epoch of 31 steps, early-stopped at epoch 56 of 120 (patience 10, best
+# epoch 46) after 2027 s; export + quality report about a minute. Without early stopping
+# (EXTRA="--patience 0") the 120 epochs would take about 76 minutes (estimated, not run). Results and what
+# each setting changed: README "Results" and benchmarks/RESULTS.md. On a CUDA GPU the same
+# command picks CUDA + fp16 by itself; an H200 trains at about 0.06 s per step, so the recipe
+# takes minutes there and far more epochs become affordable (raise FINETUNE_EPOCHS).
 set -euo pipefail
 
 if [[ $# -ne 2 ]]; then
