@@ -14,25 +14,13 @@
 # MEDFUSE_THREADS=N sets torch's threads (run both pairs at once with PARALLEL=1 MEDFUSE_THREADS=1).
 set -euo pipefail
 
-if [[ $# -ne 3 ]]; then
-    echo "usage: $0 DATA_ROOT OUT CT_MRI_CHECKPOINT" >&2
-    exit 2
-fi
+source "$(dirname "$0")/common.sh"
+need_args 3 "$0 DATA_ROOT OUT CT_MRI_CHECKPOINT" "$@"
 DATA=$1
 OUT=$2
 INIT=$3
-HERE=$(cd "$(dirname "$0")" && pwd)
-CONFIG=${CONFIG:-$HERE/harvard.toml}
 EPOCHS=${EPOCHS:-15}
 PAIRS=${PAIRS:-pet-mri spect-mri}
-read -r -a EXTRA <<<"${EXTRA:-}"
-THREADS=()
-[[ -n ${MEDFUSE_THREADS:-} ]] && THREADS=(--threads "$MEDFUSE_THREADS")
-
-run() {
-    echo "+ $*" >&2
-    "$@"
-}
 
 one_pair() {
     local pair=$1 data="$DATA/harvard-$1/train" out="$OUT/$1"

@@ -25,24 +25,12 @@
 # takes minutes there and far more epochs become affordable (raise FINETUNE_EPOCHS).
 set -euo pipefail
 
-if [[ $# -ne 2 ]]; then
-    echo "usage: $0 DATA_ROOT OUT" >&2
-    exit 2
-fi
+source "$(dirname "$0")/common.sh"
+need_args 2 "$0 DATA_ROOT OUT" "$@"
 DATA=$1
 OUT=$2
-HERE=$(cd "$(dirname "$0")" && pwd)
-CONFIG=${CONFIG:-$HERE/harvard.toml}
 PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-4}
 FINETUNE_EPOCHS=${FINETUNE_EPOCHS:-}
-read -r -a EXTRA <<<"${EXTRA:-}"
-THREADS=()
-[[ -n ${MEDFUSE_THREADS:-} ]] && THREADS=(--threads "$MEDFUSE_THREADS")
-
-run() {
-    echo "+ $*" >&2
-    "$@"
-}
 
 start=$(date +%s)
 mkdir -p "$OUT"

@@ -64,14 +64,18 @@ def test_gradients_reach_every_parameter():
     assert no_grad == []
 
 
+def _decoder_output(model, ct: torch.Tensor, mri: torch.Tensor) -> torch.Tensor:
+    """The decoder's output for a pair (no input skip), before any output head."""
+    features = [b(x, y) for b, x, y in zip(model.fusion, model.ct_encoder(ct), model.mri_encoder(mri))]
+    return model.decoder(features)
+
+
 def test_plain_head_skips_medical_attention():
     torch.manual_seed(1)
     model = build_model(ModelConfig.tiny(output_head="plain")).eval()
     ct, mri = torch.rand(1, 3, 64, 64), torch.rand(1, 1, 64, 64)
     with torch.no_grad():
-        fused = model(ct, mri)
-        features = [b(x, y) for b, x, y in zip(model.fusion, model.ct_encoder(ct), model.mri_encoder(mri))]
-        assert torch.equal(fused, model.decoder(features))
+        assert torch.equal(model(ct, mri), _decoder_output(model, ct, mri))
 
 
 def test_residual_head_starts_near_identity_and_can_brighten():
@@ -80,8 +84,7 @@ def test_residual_head_starts_near_identity_and_can_brighten():
     ct, mri = torch.rand(1, 3, 64, 64), torch.rand(1, 1, 64, 64)
     with torch.no_grad():
         fused = model(ct, mri)
-        features = [b(x, y) for b, x, y in zip(model.fusion, model.ct_encoder(ct), model.mri_encoder(mri))]
-        decoded = model.decoder(features)
+        decoded = _decoder_output(model, ct, mri)
         assert 0.0 <= fused.min() and fused.max() <= 1.0
         # gate 0.5 at init (up to the 3x3 conv's response): about the decoder output, not half of it
         assert (fused - decoded).abs().mean().item() < 0.15 * decoded.mean().item()

@@ -1,0 +1,24 @@
+# Shared by the recipe scripts (sourced, not run): argument check, command echo, and the settings
+# every recipe reads from the environment (CONFIG, EXTRA, MEDFUSE_THREADS).
+
+# need_args COUNT USAGE "$@": exit 2 with the usage line unless exactly COUNT arguments were given.
+need_args() {
+    local count=$1 usage=$2
+    shift 2
+    if [[ $# -ne $count ]]; then
+        echo "usage: $usage" >&2
+        exit 2
+    fi
+}
+
+# Print a command, then run it (set -e in the caller stops the recipe at the first failure).
+run() {
+    echo "+ $*" >&2
+    "$@"
+}
+
+RECIPES=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CONFIG=${CONFIG:-$RECIPES/harvard.toml}
+read -r -a EXTRA <<<"${EXTRA:-}"
+THREADS=()
+[[ -n ${MEDFUSE_THREADS:-} ]] && THREADS=(--threads "$MEDFUSE_THREADS")
