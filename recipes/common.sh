@@ -21,4 +21,6 @@ RECIPES=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CONFIG=${CONFIG:-$RECIPES/harvard.toml}
 read -r -a EXTRA <<<"${EXTRA:-}"
 THREADS=()
-[[ -n ${MEDFUSE_THREADS:-} ]] && THREADS=(--threads "$MEDFUSE_THREADS")
+if [[ -n ${MEDFUSE_THREADS:-} ]]; then  # an `[[ ]] &&` line would end the sourcing with status 1 under set -e
+    THREADS=(--threads "$MEDFUSE_THREADS")
+fi

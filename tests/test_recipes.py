@@ -26,7 +26,7 @@ def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     # The console scripts live beside this interpreter (the venv's bin/), which need not be on PATH.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(MEDFUSE_THREADS="1", **extra)
+    env.update({"MEDFUSE_THREADS": "1", **extra})
     return env
 
 
@@ -95,6 +95,6 @@ def test_functional_recipe_fine_tunes_pet_and_spect_from_the_ct_checkpoint(harva
 
 @pytest.mark.parametrize("script", ["recipes/harvard.sh", "recipes/functional.sh"])
 def test_recipes_refuse_missing_arguments(script: str):
-    done = _run([script])
+    done = _run([script], MEDFUSE_THREADS="")  # also: the scripts start with no thread setting
     assert done.returncode == 2
     assert "usage:" in done.stderr
