@@ -19,7 +19,7 @@ need_args 3 "$0 DATA_ROOT OUT CT_MRI_CHECKPOINT" "$@"
 DATA=$1
 OUT=$2
 INIT=$3
-EPOCHS=${EPOCHS:-15}
+EPOCHS=${EPOCHS:-10}  # measured: README "PET-MRI and SPECT-MRI"
 PAIRS=${PAIRS:-pet-mri spect-mri}
 
 one_pair() {
