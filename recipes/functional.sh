@@ -45,5 +45,10 @@ for pair in $PAIRS; do
         one_pair "$pair"
     fi
 done
-for pid in "${pids[@]}"; do wait "$pid"; done
+failed=0  # wait for every pair, so a failing one does not leave the other running unattended
+for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+if (( failed )); then
+    echo "a pair failed: see $OUT/<pair>.log" >&2
+    exit 1
+fi
 echo "functional recipe done in $(( ($(date +%s) - start) / 60 )) min; models in $OUT/<pair>/art" >&2
