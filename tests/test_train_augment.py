@@ -38,3 +38,22 @@ def test_same_seed_same_result():
     a = augment_pair(ct, mri, AugmentConfig(), torch.Generator().manual_seed(5))
     b = augment_pair(ct, mri, AugmentConfig(), torch.Generator().manual_seed(5))
     torch.testing.assert_close(a[0], b[0], atol=0, rtol=0)
+
+
+def test_rotation_blurs_the_pair_and_flips_do_not():
+    # Why recipes/harvard.toml turns rotation and shifts off: bilinear resampling at non-integer
+    # positions is a low-pass filter, so the network would only ever see softened sources.
+    from medfuse.train.loss import sobel_magnitude
+
+    ct, mri = _pair(n=8, size=64)
+    inner = (slice(None), slice(None), slice(12, 52), slice(12, 52))  # away from the zero-filled corners
+
+    def edge_energy(x):
+        return sobel_magnitude(x)[inner].mean().item()
+
+    rotate = AugmentConfig(hflip_p=0.0, max_rotation_deg=5.0, max_translate=0.0)
+    _, rotated = augment_pair(ct, mri, rotate, torch.Generator().manual_seed(2))
+    assert edge_energy(rotated) < 0.9 * edge_energy(mri)
+    flip_only = AugmentConfig(hflip_p=0.5, max_rotation_deg=0.0, max_translate=0.0)
+    _, flipped = augment_pair(ct, mri, flip_only, torch.Generator().manual_seed(2))
+    assert abs(edge_energy(flipped) - edge_energy(mri)) < 1e-4 * edge_energy(mri)
