@@ -102,6 +102,23 @@ def test_detail_and_gradient_on_a_step_edge():
     assert terms["detail"].item() < 1e-7
 
 
+def test_detail_target_hidden_edge():
+    # Saturated CT "bone" everywhere; the MRI has a step edge inside it. The pixel maximum is the
+    # flat bone, so "gradient-of-max" asks for no edge there, while the spec's "max-of-gradients"
+    # asks the fusion to draw the MRI's edge through the bone.
+    bone, mri_edge = _flat(1.0, 3), _step(1) * 0.5
+    spec = FusionLoss(LossConfig(detail_target="max-of-gradients"))
+    of_max = FusionLoss(LossConfig(detail_target="gradient-of-max"))
+    assert spec(bone, bone, mri_edge)[1]["detail"].item() == pytest.approx(0.5 * 8.0 / SIZE, rel=1e-5)
+    assert of_max(bone, bone, mri_edge)[1]["detail"].item() < 1e-7
+    # Where the edge is visible in the maximum (flat dark CT), both targets ask for it.
+    dark = _flat(0.0, 3)
+    assert of_max(dark, dark, mri_edge)[1]["detail"].item() == pytest.approx(
+        spec(dark, dark, mri_edge)[1]["detail"].item(), rel=1e-6)
+    with pytest.raises(ValueError, match="detail_target"):
+        LossConfig(detail_target="sharpest")
+
+
 def test_float32_even_under_bf16_autocast_and_gradients_flow():
     ct, mri = _pair()
     fused = torch.rand(2, 3, SIZE, SIZE, requires_grad=True)

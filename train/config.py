@@ -111,6 +111,9 @@ class ModelConfig:
         return cls.from_dict(json.loads(text))
 
 
+DETAIL_TARGETS = ("max-of-gradients", "gradient-of-max")
+
+
 @dataclass(frozen=True)
 class LossConfig:
     """Weights and constants of FusionLoss (train/loss.py). Defaults are the spec's."""
@@ -123,11 +126,18 @@ class LossConfig:
     w_medical: float = 10.0  # MSE inside the bright (> mask_threshold) regions of CT and of MRI
     mask_threshold: float = 0.5  # "high intensity" in the medical term (spec: 0.5 on [0, 1] images)
     ssim_window: int = 11  # Gaussian window of SSIM (pytorch-msssim default 11, sigma 1.5)
+    # The detail term's target. "max-of-gradients" (spec): max(|grad CT|, |grad MRI|), every edge of
+    # either source, also where the other source is brighter and hides it (an MRI edge inside CT's
+    # saturated bone is drawn as a line through the bone). "gradient-of-max": |grad max(CT, MRI)|,
+    # the edges of the content term's own target, which no image contradicts.
+    detail_target: str = "max-of-gradients"
 
     def __post_init__(self) -> None:
         for name in self.weight_names():
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.detail_target not in DETAIL_TARGETS:
+            raise ValueError(f"detail_target must be one of {DETAIL_TARGETS}, got {self.detail_target!r}")
         if self.ssim_window <= 1 or self.ssim_window % 2 == 0:
             raise ValueError(f"ssim_window must be odd and > 1, got {self.ssim_window}")
 

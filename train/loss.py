@@ -60,12 +60,18 @@ class FusionLoss(nn.Module):
     def terms(self, fused: torch.Tensor, ct: torch.Tensor, mri: torch.Tensor) -> dict[str, torch.Tensor]:
         """The six unweighted terms, from float32 tensors in [0, 1]."""
         fused_gray, ct_gray, mri_gray = to_gray(fused), to_gray(ct), to_gray(mri)
+        brightest = torch.maximum(ct_gray, mri_gray)
         grad_fused, grad_ct, grad_mri = sobel_magnitude(fused), sobel_magnitude(ct), sobel_magnitude(mri_gray)
-        # grad_mri is [B,1,H,W]: broadcasting compares it with every fused channel.
+        # grad_mri (and the gradient-of-max target) are [B,1,H,W]: broadcasting compares them with
+        # every fused channel.
+        if self.cfg.detail_target == "gradient-of-max":
+            detail_target = sobel_magnitude(brightest)
+        else:
+            detail_target = torch.maximum(grad_ct, grad_mri)
         return {
-            "content": F.l1_loss(fused_gray, torch.maximum(ct_gray, mri_gray)),
+            "content": F.l1_loss(fused_gray, brightest),
             "structure": 0.5 * (self._dssim(fused, ct) + self._dssim(fused_gray, mri_gray)),
-            "detail": (grad_fused - torch.maximum(grad_ct, grad_mri)).abs().mean(),
+            "detail": (grad_fused - detail_target).abs().mean(),
             "consistency": 0.5 * (F.mse_loss(fused, ct) + ((fused - mri) ** 2).mean()),
             "gradient": 0.5 * ((grad_fused - grad_ct).abs().mean() + (grad_fused - grad_mri).abs().mean()),
             "medical": 0.5 * (self._masked_mse(fused_gray, ct_gray) + self._masked_mse(fused_gray, mri_gray)),
