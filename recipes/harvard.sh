@@ -16,13 +16,13 @@
 #   PRETRAIN_EPOCHS=1 FINETUNE_EPOCHS=1 EXTRA="--limit-pairs 8 --steps-per-epoch 2" recipes/harvard.sh DATA OUT
 #
 # Measured wall time on the 2-core dev machine (default model, 256x256, bf16, 2 threads, machine
-# otherwise idle): 37 min 54 s. Pretraining 4 epochs (176 RoadScene pairs, 44 steps each) 183 s;
-# fine-tuning 36 s per epoch of 31 steps, early-stopped at epoch 56 of 120 (patience 10, best
-# epoch 46) after 2027 s; export + quality report about a minute. Without early stopping
-# (EXTRA="--patience 0") the 120 epochs would take about 76 minutes (estimated, not run). Results and what
-# each setting changed: README "Results" and benchmarks/RESULTS.md. On a CUDA GPU the same
-# command picks CUDA + fp16 by itself; an H200 trains at about 0.06 s per step, so the recipe
-# takes minutes there and far more epochs become affordable (raise FINETUNE_EPOCHS).
+# otherwise idle): 86 min. Pretraining 4 epochs (176 RoadScene pairs, 44 steps each) 228 s;
+# fine-tuning all 120 epochs (no early stopping: recipes/harvard.toml sets patience 0) 4889 s,
+# 29-48 s per epoch of 31 steps (the machine slowed during the run; 36 s in an earlier one);
+# export + quality report about a minute. Results and what each setting changed: README "Results"
+# and benchmarks/RESULTS.md. On a CUDA GPU the same command picks CUDA + fp16 by itself; an H200
+# trains at about 0.06 s per step, so the recipe takes minutes there and far more epochs become
+# affordable (raise FINETUNE_EPOCHS).
 set -euo pipefail
 
 source "$(dirname "$0")/common.sh"
