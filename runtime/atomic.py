@@ -7,6 +7,7 @@ and a reader never sees one: `os.replace` within one folder is atomic on POSIX a
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -40,6 +41,22 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         _remove(tmp)
         raise
+
+
+# The names atomic_output and _replace give their temporaries (8 hex digits, then the final name).
+_TEMPORARY = re.compile(r"^\.(tmp|old)-[0-9a-f]{8}-.+")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove what a killed writer left in `folder` (SIGKILL and power loss skip the cleanup).
+
+    Call it only where one process owns the folder (a training run's output folder), since a
+    concurrent writer's temporary looks the same. Returns the removed paths.
+    """
+    removed = [p for p in Path(folder).iterdir() if _TEMPORARY.match(p.name)]
+    for path in removed:
+        _remove(path)
+    return removed
 
 
 def _replace(tmp: Path, target: Path) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from medfuse.runtime import writers
-from medfuse.runtime.atomic import atomic_output
+from medfuse.runtime.atomic import atomic_output, remove_stale_temporaries
 from medfuse.runtime.io import write_dicom_series, write_png
 
 
@@ -35,6 +35,18 @@ def test_folder_replaces_folder(tmp_path):
         (tmp / "0001.dcm").write_text("new")
     assert [p.name for p in (tmp_path / "series").iterdir()] == ["0001.dcm"]
     assert [p.name for p in tmp_path.iterdir()] == ["series"]
+
+
+def test_stale_temporaries_of_a_killed_writer_are_removed_and_nothing_else(tmp_path):
+    (tmp_path / ".tmp-0a1b2c3d-last.pt").write_bytes(b"half")  # killed mid-write: no cleanup ran
+    (tmp_path / ".old-deadbeef-art").mkdir()  # killed between the two renames of a folder
+    (tmp_path / ".old-deadbeef-art" / "model.onnx").write_bytes(b"x")
+    keep = ["last.pt", ".tmp-notes.txt", ".tmp-0a1b2c3d", "tmp-0a1b2c3d-x"]
+    for name in keep:
+        (tmp_path / name).write_text("mine")
+    removed = remove_stale_temporaries(tmp_path)
+    assert sorted(p.name for p in removed) == [".old-deadbeef-art", ".tmp-0a1b2c3d-last.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
 
 
 def test_png_writer_failing_mid_write_leaves_nothing(tmp_path, monkeypatch):

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from medfuse.runtime.atomic import atomic_output
+from medfuse.runtime.atomic import atomic_output, remove_stale_temporaries
 from medfuse.runtime.errors import MedfuseError
 from medfuse.train.augment import augment_pair
 from medfuse.train.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
@@ -271,6 +271,8 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             if self.overwrite and self.start_epoch == 0:
                 remove_run_files(self.out)
+            for stale in remove_stale_temporaries(self.out):
+                self.log(f"removed {stale.name}, left by an interrupted write")
             write_json(self.out / "config.json", self.run.to_dict())
         self.log(
             f"training on {self.device} ({self.precision}{', channels_last' if self.channels_last else ''}"
