@@ -232,3 +232,19 @@ def test_corrupt_checkpoint_is_one_line_exit_2(phantom_dir, tmp_path, monkeypatc
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and "last.pt" in err and "checkpoint" in err
+
+
+def test_crop_size_trains_on_windows_and_validates_on_whole_images(phantom_dir, tmp_path, monkeypatch):
+    sizes = {True: set(), False: set()}  # model.training -> input sizes seen by the loss
+    real = Trainer._forward_loss
+
+    def recording(self, net, ct, mri):
+        sizes[net.training].add(tuple(ct.shape[-2:]))
+        return real(self, net, ct, mri)
+
+    monkeypatch.setattr(Trainer, "_forward_loss", recording)
+    out = tmp_path / "crop"
+    invoke("finetune", "--data", phantom_dir, "--out", out, "--epochs", "1", "--limit-pairs", "4",
+           "--set", "augment.crop_size=32", *TINY)
+    assert sizes == {True: {(32, 32)}, False: {(64, 64)}}  # the inputs are 64x64
+    assert json.loads((out / "config.json").read_text())["augment"]["crop_size"] == 32
