@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,6 +67,21 @@ def test_save_is_atomic_and_refuses_unloadable_payloads(saved):
     save_checkpoint(path, _payload(ModelConfig.tiny(), seed=1))
     assert path.read_bytes() != before
     assert [p.name for p in path.parent.iterdir()] == ["best.pt"]  # no temporary files left
+
+
+def test_a_failed_write_is_one_sentence_and_keeps_the_old_file(saved, monkeypatch):
+    path, _ = saved
+    before = path.read_bytes()
+
+    def full_disk(payload, f):
+        Path(f).write_bytes(b"half")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4757 vs 4756")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(MedfuseError, match=r"could not write the checkpoint \(\d+ MiB free") as err:
+        save_checkpoint(path, _payload(ModelConfig.tiny(), seed=1))
+    assert str(path) in str(err.value) and "unexpected pos" in str(err.value)
+    assert path.read_bytes() == before and [p.name for p in path.parent.iterdir()] == ["best.pt"]
 
 
 def test_missing_file(tmp_path):

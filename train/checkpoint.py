@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 import random
+import shutil
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +40,14 @@ def save_checkpoint(path: str | Path, payload: dict) -> Path:
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "medfuse_version": __version__, **payload}
     _check_plain(payload, "checkpoint")
     path = Path(path)
-    with atomic_output(path) as tmp:
-        torch.save(payload, tmp)
+    try:
+        with atomic_output(path) as tmp:
+            torch.save(payload, tmp)
+    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError
+        free_mib = shutil.disk_usage(path.parent).free / 2**20
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise MedfuseError(f"could not write the checkpoint ({free_mib:.0f} MiB free on its disk; a full-size "
+                           f"checkpoint takes about 0.5 GB): {reason}", path) from err
     return path
 
 
