@@ -46,8 +46,8 @@ def save_checkpoint(path: str | Path, payload: dict) -> Path:
     except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError
         free_mib = shutil.disk_usage(path.parent).free / 2**20
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise MedfuseError(f"could not write the checkpoint ({free_mib:.0f} MiB free on its disk; a full-size "
-                           f"checkpoint takes about 0.5 GB): {reason}", path) from err
+        raise MedfuseError(f"could not write the checkpoint ({free_mib:.0f} MiB free on its disk; the default "
+                           f"model's checkpoint takes about 0.66 GB): {reason}", path) from err
     return path
 
 
