@@ -15,14 +15,14 @@
 # Smoke run of the whole chain (2 min here; the model it makes is untrained):
 #   PRETRAIN_EPOCHS=1 FINETUNE_EPOCHS=1 EXTRA="--limit-pairs 8 --steps-per-epoch 2" recipes/harvard.sh DATA OUT
 #
-# Measured wall time on the 2-core dev machine (default model, 256x256, bf16, 2 threads, machine
-# otherwise idle): 86 min. Pretraining 4 epochs (176 RoadScene pairs, 44 steps each) 228 s;
-# fine-tuning all 120 epochs (no early stopping: recipes/harvard.toml sets patience 0) 4889 s,
-# 29-48 s per epoch of 31 steps (the machine slowed during the run; 36 s in an earlier one);
-# export + quality report about a minute. Results and what each setting changed: README "Results"
-# and benchmarks/RESULTS.md. On a CUDA GPU the same command picks CUDA + fp16 by itself; an H200
-# trains at about 0.06 s per step, so the recipe takes minutes there and far more epochs become
-# affordable (raise FINETUNE_EPOCHS).
+# Measured wall time on the 2-core dev machine (default model, bf16, 2 threads, machine nearly
+# idle): 84 min. Pretraining 4 epochs (176 RoadScene pairs, 44 steps of 128x128 windows) 133 s;
+# fine-tuning all 220 epochs (31 steps of batch 4, 128x128 windows; no early stopping:
+# recipes/harvard.toml sets patience 0) 4861 s, 19-23 s per epoch with validation on the whole
+# 256x256 images; export + quality report about a minute. Results and what each setting changed:
+# README "Results" and benchmarks/RESULTS.md. On a CUDA GPU the same command picks CUDA + fp16 by
+# itself; an H200 trains at about 0.06 s per 256x256 step, so the recipe takes minutes there and
+# far more epochs become affordable (raise FINETUNE_EPOCHS). Disk: about 6 GB (checkpoints).
 set -euo pipefail
 
 source "$(dirname "$0")/common.sh"
