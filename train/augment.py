@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-CROP_MULTIPLE = 32  # the encoders' total stride (medfuse.train.model.STRIDE): inputs must be multiples of it
+from .model import STRIDE
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,8 @@ class AugmentConfig:
     crop_size: int = 0
 
     def __post_init__(self) -> None:
-        if self.crop_size < 0 or self.crop_size % CROP_MULTIPLE:
-            raise ValueError(f"crop_size must be 0 or a positive multiple of {CROP_MULTIPLE} (the network's "
+        if self.crop_size < 0 or self.crop_size % STRIDE:
+            raise ValueError(f"crop_size must be 0 or a positive multiple of {STRIDE} (the network's "
                              f"stride), got {self.crop_size}")
 
     def to_dict(self) -> dict:
