@@ -44,6 +44,9 @@ class TrainConfig:
     weight_decay: float = 1e-4  # AdamW, all groups
     warmup_epochs: int = 3  # linear warmup, then cosine to 0 at `epochs` (stepped per epoch)
     freeze_encoder_epochs: int = 5  # encoders frozen (no grad, BN in eval) for these first epochs
+    # The last N epochs keep BatchNorm in eval mode, its statistics first re-estimated over the
+    # training batches (train/batchnorm.py): the weights finish tuning to the network inference runs.
+    freeze_batchnorm_epochs: int = 0
     grad_clip: float = 1.0  # max global grad norm, after unscaling; 0 disables
     patience: int = 10  # early stop after this many epochs without a better val loss; 0 disables
     checkpoint_every: int = 5  # also keep epoch_NNN.pt every this many epochs; 0 disables
@@ -70,7 +73,8 @@ class TrainConfig:
             (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}"),
             (self.batch_size > 0 and self.epochs > 0, "batch_size and epochs must be positive"),
             (self.lr > 0, "lr must be positive"),
-            (min(self.warmup_epochs, self.freeze_encoder_epochs, self.patience, self.checkpoint_every) >= 0,
+            (min(self.warmup_epochs, self.freeze_encoder_epochs, self.freeze_batchnorm_epochs, self.patience,
+                 self.checkpoint_every) >= 0,
              "epoch counts must be >= 0"),
             (0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)"),
             (self.steps_per_epoch is None or self.steps_per_epoch > 0, "steps_per_epoch must be positive"),

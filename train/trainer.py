@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from medfuse.runtime.atomic import atomic_output, remove_stale_temporaries
 from medfuse.runtime.errors import MedfuseError
 from medfuse.train.augment import augment_pair
+from medfuse.train.batchnorm import recalibrate_batchnorm, set_batchnorm_eval
 from medfuse.train.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
 from medfuse.train.device import (
     DistEnv,
@@ -71,6 +72,11 @@ def remove_run_files(out: Path) -> None:
     for pattern in RUN_FILES:
         for path in out.glob(pattern):
             path.unlink()
+
+
+# Passes over the training set that re-estimate BatchNorm statistics: with random windows one pass
+# sees each image in one window; four see four windows of each (about 20 s on the 2-core CPU).
+RECALIBRATION_PASSES = 4
 
 
 class Trainer:
@@ -151,10 +157,16 @@ class Trainer:
             group["lr"] = base * schedule(self.scheduler.last_epoch)
 
     def _set_phase(self, epoch: int) -> None:
-        """Train mode, encoder freezing for this epoch, and a DDP wrapper matching what trains."""
+        """Train mode, encoder and BatchNorm freezing for this epoch, and a DDP wrapper matching what trains."""
         frozen = epoch < self.cfg.freeze_encoder_epochs
         self.model.train()
         set_encoders_frozen(self.model, frozen)
+        if self.cfg.freeze_batchnorm_epochs:
+            first_fixed = max(0, self.cfg.epochs - self.cfg.freeze_batchnorm_epochs)
+            if epoch == first_fixed:  # a run resumed later on restores the fixed statistics instead
+                self._recalibrate_batchnorm(epoch)
+            if epoch >= first_fixed:
+                set_batchnorm_eval(self.model)
         if frozen != self._frozen:
             if self._frozen is not None:
                 self.log(f"encoders {'frozen' if frozen else 'unfrozen'} from epoch {epoch + 1}")
@@ -165,6 +177,30 @@ class Trainer:
                     self.model, device_ids=ids, find_unused_parameters=self.run.model.output_head == "plain"
                 )
             self._frozen = frozen
+
+    def _recalibrate_batchnorm(self, epoch: int) -> None:
+        """Exact BatchNorm statistics over RECALIBRATION_PASSES passes of augmented training batches."""
+        gen = torch.Generator().manual_seed(self.cfg.seed + 1299709 + 104729 * self.env.rank)
+        per_pass = min(len(self.train_loader), self.cfg.steps_per_epoch or len(self.train_loader))
+
+        def batches():
+            for repeat in range(RECALIBRATION_PASSES):
+                self.train_loader.sampler.set_epoch(epoch + 100003 * (repeat + 1))  # fresh orders
+                for step, (ct, mri) in enumerate(self.train_loader):
+                    if step >= per_pass:
+                        break
+                    ct, mri = self._batch(ct, mri)
+                    if self.cfg.augment:
+                        ct, mri = self._batch(*augment_pair(ct, mri, self.run.augment, gen))
+                    yield ct, mri
+
+        def forward(ct, mri):
+            with autocast(self.precision, self.device):
+                return self.model(ct, mri)
+
+        count = recalibrate_batchnorm(self.model, batches(), forward, distributed=self.env.enabled)
+        self.log(f"epoch {epoch + 1}: BatchNorm statistics re-estimated over {count} training batches, "
+                 f"fixed for the last {self.cfg.epochs - epoch} epoch(s)")
 
     # ---- one step / one epoch ------------------------------------------------------------------
     def _batch(self, ct: torch.Tensor, mri: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
