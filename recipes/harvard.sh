@@ -36,7 +36,7 @@ start=$(date +%s)
 mkdir -p "$OUT"
 run medfuse-train pretrain --data "$DATA/roadscene" --out "$OUT/pretrain" --overwrite \
     --config "$CONFIG" --epochs "$PRETRAIN_EPOCHS" --lr 1e-3 --freeze-encoder-epochs 0 \
-    --warmup-epochs 1 "${THREADS[@]}" "${EXTRA[@]}"
+    --warmup-epochs 1 --set train.freeze_batchnorm_epochs=0 "${THREADS[@]}" "${EXTRA[@]}"
 run medfuse-train finetune --data "$DATA/harvard-ct-mri/train" --init "$OUT/pretrain/last.pt" \
     --out "$OUT/finetune" --overwrite --config "$CONFIG" \
     ${FINETUNE_EPOCHS:+--epochs "$FINETUNE_EPOCHS"} "${THREADS[@]}" "${EXTRA[@]}"
