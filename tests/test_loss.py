@@ -119,6 +119,26 @@ def test_detail_target_hidden_edge():
         LossConfig(detail_target="sharpest")
 
 
+def test_detail_target_outside_bone_keeps_soft_tissue_edges_only():
+    # CT: bone (1.0) on the left half, soft tissue (0.4) on the right. The MRI, darker than CT
+    # everywhere, has one edge inside the bone (column 6, height 0.4) and one in soft tissue
+    # (column 24, height 0.2); the fused image is the pixel maximum, i.e. the CT.
+    ct = torch.full((1, 1, SIZE, SIZE), 0.4)
+    ct[..., : SIZE // 2] = 1.0
+    mri = torch.full((1, 1, SIZE, SIZE), 0.1)
+    mri[..., 6 : SIZE // 2] = 0.6
+    mri[..., :6] = 0.2
+    mri[..., 24:] = 0.3
+    ct3 = ct.repeat(1, 3, 1, 1)
+
+    def detail(target: str) -> float:
+        return FusionLoss(LossConfig(detail_target=target))(ct3, ct3, mri)[1]["detail"].item()
+
+    assert detail("gradient-of-max") < 1e-7  # neither MRI edge shows in the maximum
+    assert detail("max-of-gradients-outside-bone") == pytest.approx(8 * 0.2 / SIZE, rel=1e-5)  # soft tissue only
+    assert detail("max-of-gradients") == pytest.approx(8 * (0.2 + 0.4) / SIZE, rel=1e-5)  # both
+
+
 def test_float32_even_under_bf16_autocast_and_gradients_flow():
     ct, mri = _pair()
     fused = torch.rand(2, 3, SIZE, SIZE, requires_grad=True)

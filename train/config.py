@@ -111,7 +111,7 @@ class ModelConfig:
         return cls.from_dict(json.loads(text))
 
 
-DETAIL_TARGETS = ("max-of-gradients", "gradient-of-max")
+DETAIL_TARGETS = ("max-of-gradients", "gradient-of-max", "max-of-gradients-outside-bone")
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,8 @@ class LossConfig:
     # either source, also where the other source is brighter and hides it (an MRI edge inside CT's
     # saturated bone is drawn as a line through the bone). "gradient-of-max": |grad max(CT, MRI)|,
     # the edges of the content term's own target, which no image contradicts.
+    # "max-of-gradients-outside-bone": the second inside CT's bright mask (> mask_threshold, dilated
+    # 2 px), the first elsewhere: no line through the bone, but the dimmer source's edges in soft tissue.
     detail_target: str = "max-of-gradients"
 
     def __post_init__(self) -> None:

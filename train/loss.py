@@ -24,6 +24,8 @@ from .config import LossConfig
 
 TERMS = ("content", "structure", "detail", "consistency", "gradient", "medical")
 
+BONE_MARGIN = 2  # pixels of dilation of the bone mask of "max-of-gradients-outside-bone"
+
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
 
@@ -64,10 +66,7 @@ class FusionLoss(nn.Module):
         grad_fused, grad_ct, grad_mri = sobel_magnitude(fused), sobel_magnitude(ct), sobel_magnitude(mri_gray)
         # grad_mri (and the gradient-of-max target) are [B,1,H,W]: broadcasting compares them with
         # every fused channel.
-        if self.cfg.detail_target == "gradient-of-max":
-            detail_target = sobel_magnitude(brightest)
-        else:
-            detail_target = torch.maximum(grad_ct, grad_mri)
+        detail_target = self._detail_target(ct_gray, brightest, grad_ct, grad_mri)
         return {
             "content": F.l1_loss(fused_gray, brightest),
             "structure": 0.5 * (self._dssim(fused, ct) + self._dssim(fused_gray, mri_gray)),
@@ -76,6 +75,22 @@ class FusionLoss(nn.Module):
             "gradient": 0.5 * ((grad_fused - grad_ct).abs().mean() + (grad_fused - grad_mri).abs().mean()),
             "medical": 0.5 * (self._masked_mse(fused_gray, ct_gray) + self._masked_mse(fused_gray, mri_gray)),
         }
+
+    def _detail_target(
+        self, ct_gray: torch.Tensor, brightest: torch.Tensor, grad_ct: torch.Tensor, grad_mri: torch.Tensor
+    ) -> torch.Tensor:
+        every_edge = torch.maximum(grad_ct, grad_mri)
+        if self.cfg.detail_target == "max-of-gradients":
+            return every_edge
+        edges_of_max = sobel_magnitude(brightest)
+        if self.cfg.detail_target == "gradient-of-max":
+            return edges_of_max
+        # "max-of-gradients-outside-bone": inside CT's bright (bone) mask only the edges of max(CT, MRI),
+        # elsewhere every edge. The mask is dilated by BONE_MARGIN pixels so that an MRI edge lying on
+        # the partial-volume rim of the bone (CT below the threshold there) is not asked for either.
+        bone = (ct_gray > self.cfg.mask_threshold).to(ct_gray.dtype)
+        bone = F.max_pool2d(bone, 2 * BONE_MARGIN + 1, stride=1, padding=BONE_MARGIN)
+        return torch.where(bone > 0, edges_of_max, every_edge)
 
     def _dssim(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return 1.0 - ssim(x, y, data_range=1.0, size_average=True, win_size=self.cfg.ssim_window)
