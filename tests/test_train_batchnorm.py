@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
+from train_support import invoke_train
 from medfuse.train import cli
 from medfuse.train.batchnorm import batchnorm_layers, recalibrate_batchnorm, set_batchnorm_eval
 from medfuse.train.checkpoint import load_checkpoint
@@ -46,18 +47,11 @@ def test_set_batchnorm_eval_leaves_other_layers_training():
     assert batchnorm_layers(net) == [net[1]]
 
 
-def invoke(*args) -> str:
-    result = CliRunner().invoke(cli.app, [str(a) for a in args])
-    if result.exit_code != 0:
-        raise AssertionError(f"exit {result.exit_code}: {result.output}") from result.exception
-    return result.output
-
-
 @pytest.fixture(scope="module")
 def frozen_run(phantom_dir, tmp_path_factory):
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("bn") / "out"
-    output = invoke("finetune", "--data", phantom_dir, "--out", out, "--epochs", "3", "--checkpoint-every", "1",
+    output = invoke_train("finetune", "--data", phantom_dir, "--out", out, "--epochs", "3", "--checkpoint-every", "1",
                     "--set", "train.freeze_batchnorm_epochs=2", *TINY)
     return out, output
 
@@ -78,7 +72,7 @@ def test_resume_inside_the_frozen_phase_is_exact(frozen_run, tmp_path):
     resumed = tmp_path / "resumed"
     resumed.mkdir()
     shutil.copyfile(out / "epoch_002.pt", resumed / "last.pt")
-    output = invoke("finetune", "--resume", resumed)
+    output = invoke_train("finetune", "--resume", resumed)
     assert "re-estimated" not in output  # the checkpoint carries the fixed statistics
     a, b = load_checkpoint(out / "last.pt")["model_state"], load_checkpoint(resumed / "last.pt")["model_state"]
     for key, value in a.items():

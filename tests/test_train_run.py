@@ -11,6 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from train_support import invoke_train
 from medfuse.train import cli
 from medfuse.train.checkpoint import load_checkpoint, load_model
 from medfuse.train.device import DistEnv
@@ -34,17 +35,10 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def invoke(*args: str) -> str:
-    result = CliRunner().invoke(cli.app, [str(a) for a in args])
-    if result.exit_code != 0:
-        raise AssertionError(f"exit {result.exit_code}: {result.output}") from result.exception
-    return result.output
-
-
 @pytest.fixture(scope="module")
 def finished_run(phantom_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "out"
-    output = invoke("finetune", "--data", phantom_dir, "--out", out, "--epochs", "3", "--checkpoint-every", "2", *TINY)
+    output = invoke_train("finetune", "--data", phantom_dir, "--out", out, "--epochs", "3", "--checkpoint-every", "2", *TINY)
     return out, output
 
 
@@ -94,7 +88,7 @@ def test_resume_is_exact(finished_run, tmp_path):
     resumed = tmp_path / "resumed"
     resumed.mkdir()
     shutil.copyfile(out / "epoch_002.pt", resumed / "last.pt")
-    output = invoke("finetune", "--resume", resumed)
+    output = invoke_train("finetune", "--resume", resumed)
     assert "after epoch 2" in output
     a, b = load_checkpoint(out / "last.pt"), load_checkpoint(resumed / "last.pt")
     assert b["epoch"] == 3 and [e["epoch"] for e in b["history"]] == [1, 2, 3]
@@ -108,7 +102,7 @@ def test_resume_with_more_epochs_stretches_the_schedule(finished_run, tmp_path):
     longer = tmp_path / "longer"
     longer.mkdir()
     shutil.copyfile(out / "last.pt", longer / "last.pt")
-    invoke("finetune", "--resume", longer, "--epochs", "4", "--steps-per-epoch", "1")
+    invoke_train("finetune", "--resume", longer, "--epochs", "4", "--steps-per-epoch", "1")
     history = load_checkpoint(longer / "last.pt")["history"]
     assert [e["epoch"] for e in history] == [1, 2, 3, 4]
     # cosine over 4 epochs after 1 warmup epoch: epoch 4 trains at 0.5 (1 + cos(2 pi / 3)) = 0.25 of lr
@@ -121,7 +115,7 @@ def test_fresh_run_refuses_an_old_run_unless_overwrite(finished_run, phantom_dir
     args = ["finetune", "--data", phantom_dir, "--out", out, "--epochs", "1", "--limit-pairs", "2", *TINY]
     result = CliRunner().invoke(cli.app, [str(a) for a in args])
     assert result.exit_code != 0 and "already holds a training run" in str(result.exception)
-    invoke(*args, "--overwrite")
+    invoke_train(*args, "--overwrite")
     assert not (out / "epoch_002.pt").exists()  # the old run's files are gone, not mixed with the new
     assert load_checkpoint(out / "last.pt")["epoch"] == 1
     assert [e["epoch"] for e in json.loads((out / "history.json").read_text())["epochs"]] == [1]
@@ -130,7 +124,7 @@ def test_fresh_run_refuses_an_old_run_unless_overwrite(finished_run, phantom_dir
 def test_resume_accepts_the_same_command_and_refuses_changes(finished_run, phantom_dir):
     out, _ = finished_run
     # a script that repeats its original command with --resume (finished run: nothing left to do)
-    output = invoke("finetune", "--resume", out, "--data", phantom_dir, "--out", out, "--epochs", "3",
+    output = invoke_train("finetune", "--resume", out, "--data", phantom_dir, "--out", out, "--epochs", "3",
                     "--checkpoint-every", "2", *TINY)
     assert "after epoch 3" in output and load_checkpoint(out / "last.pt")["epoch"] == 3
     for change in (["--lr", "0.1"], ["--set", "loss.w_content=1"], ["--model-size", "default"]):
@@ -142,12 +136,12 @@ def test_pretrain_then_finetune_maps_roles(phantom_dir, tmp_path):
     vis_ir = tmp_path / "vi"
     shutil.copytree(phantom_dir / "CT", vis_ir / "vis")
     shutil.copytree(phantom_dir / "MRI", vis_ir / "ir")
-    invoke("pretrain", "--data", vis_ir, "--out", tmp_path / "pre", "--epochs", "1", "--limit-pairs", "2", *TINY)
+    invoke_train("pretrain", "--data", vis_ir, "--out", tmp_path / "pre", "--epochs", "1", "--limit-pairs", "2", *TINY)
     pre = load_checkpoint(tmp_path / "pre" / "last.pt")
     assert pre["modality_pair"] == "vis-ir" and any(k.startswith("vis_encoder.") for k in pre["model_state"])
     # no --model-size: the architecture comes from the --init checkpoint
     args = [a for a in TINY if a not in ("--model-size", "tiny")]
-    output = invoke("finetune", "--data", phantom_dir, "--out", tmp_path / "ft", "--init", tmp_path / "pre" / "last.pt",
+    output = invoke_train("finetune", "--data", phantom_dir, "--out", tmp_path / "ft", "--init", tmp_path / "pre" / "last.pt",
                     "--epochs", "1", "--limit-pairs", "2", *args)
     n = len(pre["model_state"])
     assert "(vis_ -> ct_, ir_ -> mri_)" in output and f"{n} tensors loaded, 0 missing, 0 unexpected, 0 shape mismatches" in output
@@ -167,7 +161,7 @@ def test_backbone_weights_reach_both_encoders(phantom_dir, tmp_path):
              for k, v in ResNetEncoder("resnet18", in_channels=3, width=8).state_dict().items()}
     state["fc.weight"] = torch.zeros(10, 64)
     torch.save(state, tmp_path / "backbone.pth")
-    output = invoke("finetune", "--data", phantom_dir, "--out", tmp_path / "o", "--backbone-weights", tmp_path / "backbone.pth",
+    output = invoke_train("finetune", "--data", phantom_dir, "--out", tmp_path / "o", "--backbone-weights", tmp_path / "backbone.pth",
                     "--epochs", "1", "--limit-pairs", "2", *TINY)
     assert "encoders initialised from" in output
     model = load_checkpoint(tmp_path / "o" / "last.pt")["model_state"]  # encoders frozen during the only epoch
@@ -178,7 +172,7 @@ def test_backbone_weights_reach_both_encoders(phantom_dir, tmp_path):
 
 def test_without_validation_the_training_loss_decides(phantom_dir, tmp_path):
     args = [a for a in TINY if a not in ("--val-fraction", "0.3")]
-    output = invoke("finetune", "--data", phantom_dir, "--out", tmp_path / "o", "--val-fraction", "0", "--epochs", "1",
+    output = invoke_train("finetune", "--data", phantom_dir, "--out", tmp_path / "o", "--val-fraction", "0", "--epochs", "1",
                     "--limit-pairs", "2", *args)
     assert "best train loss" in output and (tmp_path / "o" / "best.pt").exists()
     history = json.loads((tmp_path / "o" / "history.json").read_text())
@@ -244,7 +238,7 @@ def test_crop_size_trains_on_windows_and_validates_on_whole_images(phantom_dir, 
 
     monkeypatch.setattr(Trainer, "_forward_loss", recording)
     out = tmp_path / "crop"
-    invoke("finetune", "--data", phantom_dir, "--out", out, "--epochs", "1", "--limit-pairs", "4",
+    invoke_train("finetune", "--data", phantom_dir, "--out", out, "--epochs", "1", "--limit-pairs", "4",
            "--set", "augment.crop_size=32", *TINY)
     assert sizes == {True: {(32, 32)}, False: {(64, 64)}}  # the inputs are 64x64
     assert json.loads((out / "config.json").read_text())["augment"]["crop_size"] == 32
