@@ -79,23 +79,25 @@ class FusionLoss(nn.Module):
     def _detail_target(
         self, ct_gray: torch.Tensor, brightest: torch.Tensor, grad_ct: torch.Tensor, grad_mri: torch.Tensor
     ) -> torch.Tensor:
-        every_edge = torch.maximum(grad_ct, grad_mri)
-        if self.cfg.detail_target == "max-of-gradients":
-            return every_edge
-        edges_of_max = sobel_magnitude(brightest)
-        if self.cfg.detail_target == "gradient-of-max":
-            return edges_of_max
+        target = self.cfg.detail_target
+        if target == "max-of-gradients":
+            return torch.maximum(grad_ct, grad_mri)
+        if target == "gradient-of-max":
+            return sobel_magnitude(brightest)
         # "max-of-gradients-outside-bone": inside CT's bright (bone) mask only the edges of max(CT, MRI),
         # elsewhere every edge. The mask is dilated by BONE_MARGIN pixels so that an MRI edge lying on
         # the partial-volume rim of the bone (CT below the threshold there) is not asked for either.
-        bone = (ct_gray > self.cfg.mask_threshold).to(ct_gray.dtype)
-        bone = F.max_pool2d(bone, 2 * BONE_MARGIN + 1, stride=1, padding=BONE_MARGIN)
-        return torch.where(bone > 0, edges_of_max, every_edge)
+        bone = F.max_pool2d(self._bright_mask(ct_gray), 2 * BONE_MARGIN + 1, stride=1, padding=BONE_MARGIN)
+        return torch.where(bone > 0, sobel_magnitude(brightest), torch.maximum(grad_ct, grad_mri))
+
+    def _bright_mask(self, gray: torch.Tensor) -> torch.Tensor:
+        """1 where gray > mask_threshold (the spec's "high intensity"), else 0; the medical term's mask."""
+        return (gray > self.cfg.mask_threshold).to(gray.dtype)
 
     def _dssim(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return 1.0 - ssim(x, y, data_range=1.0, size_average=True, win_size=self.cfg.ssim_window)
 
     def _masked_mse(self, fused_gray: torch.Tensor, source_gray: torch.Tensor) -> torch.Tensor:
         # Spec form: MSE of both images multiplied by the source's bright mask, averaged over all pixels.
-        mask = (source_gray > self.cfg.mask_threshold).to(source_gray.dtype)
+        mask = self._bright_mask(source_gray)
         return F.mse_loss(fused_gray * mask, source_gray * mask)
