@@ -91,6 +91,10 @@ def test_functional_recipe_fine_tunes_pet_and_spect_from_the_ct_checkpoint(harva
         rows = _methods(func / pair / "quality.json")
         assert {"maximum", "laplacian", "wavelet", "pytorch-fp32", "onnxruntime-fp32"} <= set(rows)
         assert "ChromaErr" in rows["onnxruntime-fp32"]
+        # The functional pairs ask for every edge of either source (MRI anatomy inside the uptake),
+        # whatever target the CT-MRI settings file names.
+        trained = json.loads((func / pair / "finetune" / "config.json").read_text())
+        assert trained["loss"]["detail_target"] == "max-of-gradients"
 
 
 @pytest.mark.parametrize("script", ["recipes/harvard.sh", "recipes/functional.sh"])
