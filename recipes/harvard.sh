@@ -16,7 +16,7 @@
 #   PRETRAIN_EPOCHS=1 FINETUNE_EPOCHS=1 EXTRA="--limit-pairs 8 --steps-per-epoch 2" recipes/harvard.sh DATA OUT
 #
 # Measured wall time on the 2-core dev machine (default model, bf16, 2 threads, nothing else
-# running): 102 min, on a day when an epoch took 24 s (84 min when it took 20 s). Pretraining 4
+# running): 102 min, on a day when an epoch took 24 s (84 min when it took 20 s, 53 min at 12 s). Pretraining 4
 # epochs (176 RoadScene pairs, 44 steps of 128x128 windows) 133 s; fine-tuning all 220 epochs
 # (31 steps of batch 4, 128x128 windows, BatchNorm fixed for the last 120; no early stopping:
 # recipes/harvard.toml sets patience 0) 5908 s with validation on the whole 256x256 images and a
