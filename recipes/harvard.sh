@@ -16,10 +16,10 @@
 #   PRETRAIN_EPOCHS=1 FINETUNE_EPOCHS=1 EXTRA="--limit-pairs 8 --steps-per-epoch 2" recipes/harvard.sh DATA OUT
 #
 # Measured wall time on the 2-core dev machine (default model, bf16, 2 threads, nothing else
-# running): 102 min, on a day when an epoch took 24 s (84 min when it took 20 s, 53 min at 12 s). Pretraining 4
-# epochs (176 RoadScene pairs, 44 steps of 128x128 windows) 133 s; fine-tuning all 220 epochs
-# (31 steps of batch 4, 128x128 windows, BatchNorm fixed for the last 120; no early stopping:
-# recipes/harvard.toml sets patience 0) 5908 s with validation on the whole 256x256 images and a
+# running): 102 min, on a day when an epoch took 24 s (84 min when it took 20 s, 53 min at
+# 12 s). Pretraining 4 epochs (176 RoadScene pairs, 44 steps of 128x128 windows) 133 s;
+# fine-tuning all 220 epochs (31 steps of batch 4, 128x128 windows, BatchNorm fixed for the last
+# 120; no early stopping: recipes/harvard.toml sets patience 0) 5908 s with validation on the whole 256x256 images and a
 # checkpoint per epoch; export + quality report about a minute. FINETUNE_EPOCHS=180 saves about
 # 18 min (quality not measured). Results and what each setting changed:
 # README "Results" and benchmarks/RESULTS.md. On a CUDA GPU the same command picks CUDA + fp16 by
