@@ -89,6 +89,15 @@ BASELINES: dict[str, Baseline] = {
 }
 
 
+# One more baseline row that is not a function of the two gray references: the pixel maximum of the
+# images the model itself is given (CT window or functional luma, the MRI after its percentile
+# normalisation). On Harvard CT-MRI that normalisation alone lifts SD, MI and SCD above the plain
+# maximum's, so this row separates what the network adds from what its preprocessing does
+# (benchmarks/quality.py computes it from the model's preprocessing settings).
+MAXIMUM_OF_INPUTS = "maximum-of-inputs"
+BASELINE_NAMES = (*BASELINES, MAXIMUM_OF_INPUTS)
+
+
 def get_baseline(name: str) -> Baseline:
     try:
         return BASELINES[name]

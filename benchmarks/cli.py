@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from medfuse.benchmarks import tables
-from medfuse.benchmarks.baselines import BASELINES
+from medfuse.benchmarks.baselines import BASELINE_NAMES
 from medfuse.benchmarks.data import SPLITS, Selection
 from medfuse.benchmarks.suite import BenchOptions, SuiteResult, run_suite
 from medfuse.runtime.errors import MedfuseError, run_cli
@@ -46,7 +46,7 @@ ItersOpt = Annotated[int, typer.Option("--iters", min=1, help="Timed calls per e
 WarmupOpt = Annotated[int, typer.Option("--warmup", min=0, help="Untimed calls first (first-call builds included).")]
 SsimOpt = Annotated[float, typer.Option("--ssim-data-range", min=1e-6, help="SSIM data_range on the 0-255 scale; "
                                                                             "2 reproduces the CDDFuse tables.")]
-BaselinesOpt = Annotated[str, typer.Option("--baselines", help=f"Comma-separated: {', '.join(BASELINES)}.")]
+BaselinesOpt = Annotated[str, typer.Option("--baselines", help=f"Comma-separated: {', '.join(BASELINE_NAMES)}.")]
 JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the records to this JSON file.")]
 OverheadOpt = Annotated[bool, typer.Option("--overhead/--no-overhead", help="Pre/postprocessing and medfuse-run rows.")]
 
@@ -63,9 +63,9 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 
 def _names(text: str) -> tuple[str, ...]:
     names = tuple(v.strip() for v in text.split(",") if v.strip())
-    unknown = [n for n in names if n not in BASELINES]
+    unknown = [n for n in names if n not in BASELINE_NAMES]
     if unknown:
-        raise MedfuseError(f"unknown baseline {', '.join(unknown)}; valid: {', '.join(BASELINES)}")
+        raise MedfuseError(f"unknown baseline {', '.join(unknown)}; valid: {', '.join(BASELINE_NAMES)}")
     return names
 
 
@@ -173,7 +173,7 @@ def parity(checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="
 def quality(data: DataOpt = None, split: SplitOpt = "all", val_fraction: ValFracOpt = 0.2, seed: SeedOpt = 0,
             case_regex: CaseRegexOpt = r"^(\d{2})", cases: CasesOpt = None, limit: LimitOpt = None,
             checkpoint: CkptOpt = None, artifacts: ArtOpt = None, device: DeviceOpt = "auto",
-            threads: ThreadsOpt = None, engine: EngineOpt = None, baselines: BaselinesOpt = ",".join(BASELINES),
+            threads: ThreadsOpt = None, engine: EngineOpt = None, baselines: BaselinesOpt = ",".join(BASELINE_NAMES),
             ssim_data_range: SsimOpt = 255.0, json_out: JsonOpt = None) -> None:
     """Fusion metrics of the classic baselines and of each medfuse engine on the same pairs."""
     opts = _options(checkpoint, artifacts, data, split, val_fraction, seed, case_regex, cases, limit, device,
@@ -189,7 +189,7 @@ def report(out: Annotated[Path, typer.Option("--out", "-o", help="Folder for rep
            val_fraction: ValFracOpt = 0.2, seed: SeedOpt = 0, case_regex: CaseRegexOpt = r"^(\d{2})",
            cases: CasesOpt = None, limit: LimitOpt = None, device: DeviceOpt = "auto", threads: ThreadsOpt = None,
            engine: EngineOpt = None, batches: BatchesOpt = "1,4,8", iters: ItersOpt = 5, warmup: WarmupOpt = 1,
-           overhead: OverheadOpt = True, baselines: BaselinesOpt = ",".join(BASELINES),
+           overhead: OverheadOpt = True, baselines: BaselinesOpt = ",".join(BASELINE_NAMES),
            ssim_data_range: SsimOpt = 255.0, pairs: Annotated[int, typer.Option("--pairs", min=1, help="Pairs "
                                                                                 "compared for parity.")] = 8,
            examples: Annotated[int, typer.Option("--examples", min=0, help="Pairs in grid.png.")] = 4) -> None:

@@ -2,7 +2,8 @@
 
 All rows are scored on the same pairs against the same 8-bit gray references (see data.py); a
 colour fusion (medfuse's RGB output, a PET/SPECT pair) is scored on its BT.601 luma. Each figure
-is the mean over the pairs.
+is the mean over the pairs. One baseline, `maximum-of-inputs`, fuses the model's preprocessed
+inputs instead of the files (baselines.py says why), with the engines' preprocessing settings.
 
 Functional pairs (PET/SPECT): every method fuses the functional luma with the MRI, and its fused
 luma gets the functional image's chroma back (a baseline as much as medfuse), so all rows are
@@ -19,12 +20,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from medfuse.benchmarks.baselines import BASELINES, fuse_to_uint8
+from medfuse.benchmarks.baselines import BASELINE_NAMES, MAXIMUM_OF_INPUTS, fuse_to_uint8
 from medfuse.benchmarks.data import Pair
 from medfuse.benchmarks.engines import EngineSet, run_batched
 from medfuse.runtime.color import chroma_error, luma_of_channels, merge_luma_chroma, split_luma_chroma
 from medfuse.runtime.metrics import DEFAULT_SSIM_DATA_RANGE, METRIC_NAMES, fusion_metrics
-from medfuse.runtime.preprocess import prepare_pair, to_uint8_image
+from medfuse.runtime.preprocess import PreprocessConfig, prepare_pair, to_uint8_image
 
 # The eight metrics issue 7's acceptance counts (AG and PSNR are reported, not counted).
 SCORED_METRICS = ("EN", "SD", "SF", "MI", "SCD", "VIF", "Qabf", "SSIM")
@@ -73,6 +74,20 @@ def _coloured(gray8: np.ndarray, p: Pair) -> Fused:
     return gray8, np.round(merge_luma_chroma(gray8.astype(np.float32) / 255.0, chroma) * 255.0).astype(np.uint8)
 
 
+def _baseline_images(name: str, pairs: Sequence[Pair], cfg: PreprocessConfig) -> list[Fused]:
+    if name == MAXIMUM_OF_INPUTS:
+        return [_coloured(_maximum_of_inputs(p, cfg), p) for p in pairs]
+    return [_coloured(fuse_to_uint8(name, p.ref_ct, p.ref_mri), p) for p in pairs]
+
+
+def _maximum_of_inputs(p: Pair, cfg: PreprocessConfig) -> np.ndarray:
+    """max(gray model input 1, model input 2) at the original size, uint8: what a network whose
+    output were the pixel maximum of its own inputs would score."""
+    prepared = prepare_pair(p.ct, p.mri, cfg, p.modality_pair)
+    brightest = np.maximum(prepared.ct.mean(axis=0), prepared.mri[0])
+    return to_uint8_image(brightest[None], prepared.geometry)[..., 0]
+
+
 def _engine_images(engine, pairs: Sequence[Pair], found: EngineSet) -> list[Fused]:
     prepared = [prepare_pair(p.ct, p.mri, found.preprocess, p.modality_pair) for p in pairs]
     ct = np.stack([p.ct for p in prepared])
@@ -97,7 +112,7 @@ def _scores(fused: Fused, p: Pair, ssim_data_range: float) -> dict[str, float]:
     return out
 
 
-def evaluate(pairs: Sequence[Pair], found: EngineSet | None = None, baselines: Sequence[str] = tuple(BASELINES),
+def evaluate(pairs: Sequence[Pair], found: EngineSet | None = None, baselines: Sequence[str] = BASELINE_NAMES,
              ssim_data_range: float = DEFAULT_SSIM_DATA_RANGE, keep_examples: int = 0,
              tick: Callable[[], None] = lambda: None) -> QualityResult:
     """Score every baseline and engine on `pairs`; keep the images of the first `keep_examples` pairs."""
@@ -113,8 +128,9 @@ def evaluate(pairs: Sequence[Pair], found: EngineSet | None = None, baselines: S
             result.examples[p.name][method] = shown
         tick()
 
+    cfg = found.preprocess if found else PreprocessConfig()
     for name in baselines:
-        score(name, "baseline", [_coloured(fuse_to_uint8(name, p.ref_ct, p.ref_mri), p) for p in pairs])
+        score(name, "baseline", _baseline_images(name, pairs, cfg))
     for engine in (found.engines if found else []):
         score(engine.name, "medfuse", _engine_images(engine, pairs, found))
     return result

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from medfuse.benchmarks import latency, parity, quality
-from medfuse.benchmarks.baselines import BASELINES
+from medfuse.benchmarks.baselines import BASELINE_NAMES
 from medfuse.benchmarks.data import Pair, Selection, dataset, describe, load_pairs
 from medfuse.benchmarks.engines import EngineSet, discover
 from medfuse.runtime.metrics import DEFAULT_SSIM_DATA_RANGE
@@ -45,7 +45,7 @@ class BenchOptions:
     parity_pairs: int = 8
     overhead: bool = True  # pre/postprocessing and medfuse-run rows beside the engine latency
     ssim_data_range: float = DEFAULT_SSIM_DATA_RANGE
-    baselines: tuple[str, ...] = tuple(BASELINES)
+    baselines: tuple[str, ...] = BASELINE_NAMES
     examples: int = 4  # pairs shown in the comparison grid
 
 

@@ -70,13 +70,46 @@ def test_quality_command_baselines_only_on_phantoms(tmp_path):
     result = CliRunner().invoke(app, ["quality", "--json", str(out), "--ssim-data-range", "2"])
     assert result.exit_code == 0, result.output
     rows = {r["method"]: r for r in json.loads(out.read_text())["quality"]}
-    assert set(rows) == {"average", "maximum", "laplacian", "wavelet"}
+    assert set(rows) == {"average", "maximum", "laplacian", "wavelet", "maximum-of-inputs"}
     for r in rows.values():
         assert r["kind"] == "baseline" and r["pairs"] == 4 and r["ssim_data_range"] == 2
         assert all(np.isfinite(r[m]) for m in METRIC_NAMES)
     # the maximum keeps the brighter source everywhere: more contrast than the average
     assert rows["maximum"]["SD"] > rows["average"]["SD"]
     assert "data_range 2" in result.output
+
+
+def _write_ct_mri_folder(root, mri_top: int):
+    """Two 64x64 8-bit pairs; the MRI tops out at mri_top except four hot pixels at 255."""
+    rng = np.random.default_rng(1)
+    (root / "CT").mkdir(parents=True)
+    (root / "MRI").mkdir()
+    for i in range(2):
+        ct = np.zeros((64, 64), np.uint8)
+        ct[8:56, 8:14] = 250  # a bone strip
+        mri = rng.integers(0, mri_top + 1, (64, 64)).astype(np.uint8)
+        mri[0, :4] = 255
+        cv2.imwrite(str(root / "CT" / f"p{i}.png"), ct)
+        cv2.imwrite(str(root / "MRI" / f"p{i}.png"), mri)
+    return root
+
+
+def test_maximum_of_inputs_follows_the_models_mri_normalisation(tmp_path):
+    from medfuse.benchmarks.engines import EngineSet
+    from medfuse.runtime.preprocess import PreprocessConfig, normalize_mri
+
+    folder = _write_ct_mri_folder(tmp_path / "d", mri_top=150)
+    plain = PreprocessConfig(input_size=64, mri_percentile_low=0.0, mri_percentile_high=100.0)
+    stretch = PreprocessConfig(input_size=64)  # default percentiles 0.5 / 99.5: the hot pixels set no scale
+    pairs = load_pairs(folder, cfg=plain)
+    # without a stretch (the MRI already spans 0-255) the model's inputs are the files: the plain maximum
+    np.testing.assert_array_equal(quality._maximum_of_inputs(pairs[0], plain), np.maximum(pairs[0].ref_ct, pairs[0].ref_mri))
+    stretched = np.round(normalize_mri(pairs[0].ref_mri, 0.5, 99.5) * 255)
+    got = quality._maximum_of_inputs(pairs[0], stretch).astype(int)
+    assert np.abs(got - np.maximum(pairs[0].ref_ct, stretched)).max() <= 1
+    rows = {r.method: r for r in quality.evaluate(pairs, EngineSet(preprocess=stretch),
+                                                  baselines=("maximum", "maximum-of-inputs")).rows}
+    assert rows["maximum-of-inputs"].mean["SD"] > rows["maximum"].mean["SD"] + 5  # brighter MRI, more contrast
 
 
 def test_quality_with_tiny_model_rows_and_wins(tiny, tmp_path):
