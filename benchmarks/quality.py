@@ -25,7 +25,7 @@ from medfuse.benchmarks.data import Pair
 from medfuse.benchmarks.engines import EngineSet, run_batched
 from medfuse.runtime.color import chroma_error, luma_of_channels, merge_luma_chroma, split_luma_chroma
 from medfuse.runtime.metrics import DEFAULT_SSIM_DATA_RANGE, METRIC_NAMES, fusion_metrics
-from medfuse.runtime.preprocess import PreprocessConfig, prepare_pair, to_uint8_image
+from medfuse.runtime.preprocess import PreparedPair, PreprocessConfig, prepare_pair, to_uint8_image
 
 # The eight metrics issue 7's acceptance counts (AG and PSNR are reported, not counted).
 SCORED_METRICS = ("EN", "SD", "SF", "MI", "SCD", "VIF", "Qabf", "SSIM")
@@ -74,27 +74,25 @@ def _coloured(gray8: np.ndarray, p: Pair) -> Fused:
     return gray8, np.round(merge_luma_chroma(gray8.astype(np.float32) / 255.0, chroma) * 255.0).astype(np.uint8)
 
 
-def _baseline_images(name: str, pairs: Sequence[Pair], cfg: PreprocessConfig) -> list[Fused]:
+def _baseline_images(name: str, pairs: Sequence[Pair], prepared: Sequence[PreparedPair]) -> list[Fused]:
     if name == MAXIMUM_OF_INPUTS:
-        return [_coloured(_maximum_of_inputs(p, cfg), p) for p in pairs]
+        return [_coloured(_maximum_of_inputs(pp), p) for pp, p in zip(prepared, pairs)]
     return [_coloured(fuse_to_uint8(name, p.ref_ct, p.ref_mri), p) for p in pairs]
 
 
-def _maximum_of_inputs(p: Pair, cfg: PreprocessConfig) -> np.ndarray:
+def _maximum_of_inputs(prepared: PreparedPair) -> np.ndarray:
     """max(gray model input 1, model input 2) at the original size, uint8: what a network whose
     output were the pixel maximum of its own inputs would score."""
-    prepared = prepare_pair(p.ct, p.mri, cfg, p.modality_pair)
     brightest = np.maximum(prepared.ct.mean(axis=0), prepared.mri[0])
     return to_uint8_image(brightest[None], prepared.geometry)[..., 0]
 
 
-def _engine_images(engine, pairs: Sequence[Pair], found: EngineSet) -> list[Fused]:
-    prepared = [prepare_pair(p.ct, p.mri, found.preprocess, p.modality_pair) for p in pairs]
+def _engine_images(engine, prepared: Sequence[PreparedPair]) -> list[Fused]:
     ct = np.stack([p.ct for p in prepared])
     mri = np.stack([p.mri for p in prepared])
     fused = run_batched(engine, ct, mri)
     out = []
-    for f, pp, p in zip(fused, prepared, pairs):
+    for f, pp in zip(fused, prepared):
         if pp.chroma is None:
             rgb = to_uint8_image(f, pp.geometry)
             out.append((rgb, rgb))
@@ -128,11 +126,15 @@ def evaluate(pairs: Sequence[Pair], found: EngineSet | None = None, baselines: S
             result.examples[p.name][method] = shown
         tick()
 
+    # The model's inputs, prepared once for every engine and the maximum-of-inputs baseline.
+    engines = found.engines if found else []
     cfg = found.preprocess if found else PreprocessConfig()
+    needed = engines or MAXIMUM_OF_INPUTS in baselines
+    prepared = [prepare_pair(p.ct, p.mri, cfg, p.modality_pair) for p in pairs] if needed else []
     for name in baselines:
-        score(name, "baseline", _baseline_images(name, pairs, cfg))
-    for engine in (found.engines if found else []):
-        score(engine.name, "medfuse", _engine_images(engine, pairs, found))
+        score(name, "baseline", _baseline_images(name, pairs, prepared))
+    for engine in engines:
+        score(engine.name, "medfuse", _engine_images(engine, prepared))
     return result
 
 

@@ -6,7 +6,8 @@
 # DATA_ROOT holds roadscene/ (vis/ + ir/) and harvard-ct-mri/train/ (CT/ + MRI/). Writes
 # OUT/pretrain, OUT/finetune (checkpoints, history, curves), OUT/art (exported model, for
 # `medfuse-run --model OUT/art`) and OUT/quality.{txt,json} (validation cases 33 and 37 against
-# the pixel maximum, the maximum of the model's own inputs, Laplacian pyramid and wavelet baselines).
+# the pixel maximum, the maximum of the model's own inputs, Laplacian pyramid and wavelet
+# baselines).
 #
 # Settings: recipes/harvard.toml (fine-tuning; pretraining reads its [model] and [loss] sections,
 # its schedule is set below). CONFIG=FILE uses another file.
@@ -19,8 +20,8 @@
 # running): 102 min, on a day when an epoch took 24 s (84 min when it took 20 s, 53 min at
 # 12 s). Pretraining 4 epochs (176 RoadScene pairs, 44 steps of 128x128 windows) 133 s;
 # fine-tuning all 220 epochs (31 steps of batch 4, 128x128 windows, BatchNorm fixed for the last
-# 120; no early stopping: recipes/harvard.toml sets patience 0) 5908 s with validation on the whole 256x256 images and a
-# checkpoint per epoch; export + quality report about a minute. FINETUNE_EPOCHS=180 saves about
+# 120; no early stopping: recipes/harvard.toml sets patience 0) 5908 s with validation on the
+# whole 256x256 images and a checkpoint per epoch; export + quality report about a minute. FINETUNE_EPOCHS=180 saves about
 # 18 min (quality not measured). Results and what each setting changed:
 # README "Results" and benchmarks/RESULTS.md. On a CUDA GPU the same command picks CUDA + fp16 by
 # itself; an H200 trains at about 0.06 s per 256x256 step, so the recipe takes minutes there and
@@ -45,5 +46,6 @@ run medfuse-train finetune --data "$DATA/harvard-ct-mri/train" --init "$OUT/pret
 run medfuse-export "$OUT/finetune/best.pt" -o "$OUT/art"
 run medfuse-bench quality --data "$DATA/harvard-ct-mri/train" --split val \
     -c "$OUT/finetune/best.pt" -a "$OUT/art" -e pytorch-fp32 -e onnxruntime-fp32 \
-    --baselines maximum,maximum-of-inputs,laplacian,wavelet "${THREADS[@]}" --json "$OUT/quality.json" | tee "$OUT/quality.txt"
+    --baselines maximum,maximum-of-inputs,laplacian,wavelet "${THREADS[@]}" \
+    --json "$OUT/quality.json" | tee "$OUT/quality.txt"
 echo "recipe done in $(( ($(date +%s) - start) / 60 )) min; model in $OUT/art" >&2

@@ -96,16 +96,19 @@ def _write_ct_mri_folder(root, mri_top: int):
 
 def test_maximum_of_inputs_follows_the_models_mri_normalisation(tmp_path):
     from medfuse.benchmarks.engines import EngineSet
-    from medfuse.runtime.preprocess import PreprocessConfig, normalize_mri
+    from medfuse.runtime.preprocess import PreprocessConfig, normalize_mri, prepare_pair
 
     folder = _write_ct_mri_folder(tmp_path / "d", mri_top=150)
     plain = PreprocessConfig(input_size=64, mri_percentile_low=0.0, mri_percentile_high=100.0)
     stretch = PreprocessConfig(input_size=64)  # default percentiles 0.5 / 99.5: the hot pixels set no scale
     pairs = load_pairs(folder, cfg=plain)
     # without a stretch (the MRI already spans 0-255) the model's inputs are the files: the plain maximum
-    np.testing.assert_array_equal(quality._maximum_of_inputs(pairs[0], plain), np.maximum(pairs[0].ref_ct, pairs[0].ref_mri))
+    def maximum_of_inputs(cfg):
+        return quality._maximum_of_inputs(prepare_pair(pairs[0].ct, pairs[0].mri, cfg))
+
+    np.testing.assert_array_equal(maximum_of_inputs(plain), np.maximum(pairs[0].ref_ct, pairs[0].ref_mri))
     stretched = np.round(normalize_mri(pairs[0].ref_mri, 0.5, 99.5) * 255)
-    got = quality._maximum_of_inputs(pairs[0], stretch).astype(int)
+    got = maximum_of_inputs(stretch).astype(int)
     assert np.abs(got - np.maximum(pairs[0].ref_ct, stretched)).max() <= 1
     rows = {r.method: r for r in quality.evaluate(pairs, EngineSet(preprocess=stretch),
                                                   baselines=("maximum", "maximum-of-inputs")).rows}
