@@ -59,6 +59,22 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def atomic_link_or_copy(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Give `source`'s finished file a second name, `target`, atomically.
+
+    A hard link copies no bytes (a 0.66 GB checkpoint copy took 0.4-1.5 s per epoch on the dev
+    machine's disk); where the filesystem has none, the file is copied. Only for a source that
+    is replaced by rename and never rewritten in place (what `atomic_output` does): the linked
+    name keeps the contents it had when linked.
+    """
+    with atomic_output(target) as tmp:
+        try:
+            os.link(source, tmp)
+        except OSError:  # no hard links here (some network and FAT filesystems)
+            shutil.copyfile(source, tmp)
+    return Path(target)
+
+
 def _replace(tmp: Path, target: Path) -> None:
     if tmp.is_dir() and target.is_dir():
         # A non-empty folder cannot be replaced in one rename: move the old one aside first.

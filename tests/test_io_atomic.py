@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from medfuse.runtime import writers
-from medfuse.runtime.atomic import atomic_output, remove_stale_temporaries
+from medfuse.runtime.atomic import atomic_link_or_copy, atomic_output, remove_stale_temporaries
 from medfuse.runtime.io import write_dicom_series, write_png
 
 
@@ -75,3 +75,31 @@ def test_series_writer_failing_on_a_later_slice_leaves_no_folder(tmp_path, monke
     with pytest.raises(OSError):
         write_dicom_series(tmp_path / "fused", np.zeros((3, 8, 8, 3), np.uint8), None)
     assert not any(tmp_path.iterdir())
+
+
+def _write(path, text):
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
+
+
+def test_link_is_a_second_name_that_keeps_its_contents_when_the_source_is_replaced(tmp_path):
+    _write(tmp_path / "last.pt", "epoch 1")
+    atomic_link_or_copy(tmp_path / "last.pt", tmp_path / "best.pt")
+    assert (tmp_path / "best.pt").samefile(tmp_path / "last.pt")  # no bytes copied
+    _write(tmp_path / "last.pt", "epoch 2")  # the next epoch replaces last.pt by rename
+    assert (tmp_path / "best.pt").read_text() == "epoch 1" and (tmp_path / "last.pt").read_text() == "epoch 2"
+    atomic_link_or_copy(tmp_path / "last.pt", tmp_path / "best.pt")  # replaces an existing name
+    assert (tmp_path / "best.pt").read_text() == "epoch 2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
+
+
+def test_copy_where_the_filesystem_has_no_hard_links(tmp_path, monkeypatch):
+    def no_links(src, dst):
+        raise PermissionError(1, "Operation not permitted", str(dst))
+
+    _write(tmp_path / "last.pt", "epoch 1")
+    monkeypatch.setattr("os.link", no_links)
+    atomic_link_or_copy(tmp_path / "last.pt", tmp_path / "best.pt")
+    assert not (tmp_path / "best.pt").samefile(tmp_path / "last.pt")
+    assert (tmp_path / "best.pt").read_text() == "epoch 1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]

@@ -70,6 +70,7 @@ def test_run_writes_every_output(finished_run):
     assert ckpt["model_config"]["roles"] == ["ct", "mri"] and ckpt["preprocess_config"]["input_size"] == 64
     best = min(e["val"]["total"] for e in epochs)
     assert load_checkpoint(out / "best.pt")["best_val_loss"] == pytest.approx(best)
+    assert load_checkpoint(out / "epoch_002.pt")["epoch"] == 2  # a second name of epoch 2's file, kept
     model, model_cfg, pre_cfg, sha = load_model(out / "best.pt")
     assert model_cfg.width == 8 and pre_cfg.input_size == 64 and len(sha) == 64
 

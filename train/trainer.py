@@ -11,7 +11,6 @@ resumed epochs see the same batches the uninterrupted run would have.
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from medfuse.runtime.atomic import atomic_output, remove_stale_temporaries
+from medfuse.runtime.atomic import atomic_link_or_copy, remove_stale_temporaries
 from medfuse.runtime.errors import MedfuseError
 from medfuse.train.augment import augment_pair
 from medfuse.train.batchnorm import recalibrate_batchnorm, set_batchnorm_eval
@@ -365,16 +364,15 @@ class Trainer:
         }
 
     def _write_epoch(self, epoch: int, improved: bool) -> None:
-        """last.pt first (the resume point), then copies, then the human-readable files."""
+        """last.pt first (the resume point), then its second names, then the human-readable files."""
         if not self.env.is_main:
             return
         last = save_checkpoint(self.out / "last.pt", self._payload(epoch))
         copies = ["best.pt"] if improved else []
         if self.cfg.checkpoint_every and (epoch + 1) % self.cfg.checkpoint_every == 0:
             copies.append(f"epoch_{epoch + 1:03d}.pt")
-        for name in copies:
-            with atomic_output(self.out / name) as tmp:
-                shutil.copyfile(last, tmp)
+        for name in copies:  # second names of this epoch's file, not copies of its bytes
+            atomic_link_or_copy(last, self.out / name)
         write_json(self.out / "history.json", self._history_doc())
         plot_curves(self.out / "curves.png", self.history)
 
