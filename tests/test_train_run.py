@@ -243,3 +243,14 @@ def test_crop_size_trains_on_windows_and_validates_on_whole_images(phantom_dir, 
            "--set", "augment.crop_size=32", *TINY)
     assert sizes == {True: {(32, 32)}, False: {(64, 64)}}  # the inputs are 64x64
     assert json.loads((out / "config.json").read_text())["augment"]["crop_size"] == 32
+
+
+def test_curves_are_drawn_at_most_every_30_s_and_after_the_last_epoch(phantom_dir, tmp_path, monkeypatch):
+    from medfuse.train import trainer
+
+    drawn = []
+    real = trainer.plot_curves
+    monkeypatch.setattr(trainer, "plot_curves", lambda path, history: (drawn.append(len(history)), real(path, history)))
+    invoke_train("finetune", "--data", phantom_dir, "--out", tmp_path / "o", "--epochs", "3", *TINY)
+    assert drawn == [1, 3]  # epoch 1, then not again within 30 s, then the final curves
+    assert (tmp_path / "o" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

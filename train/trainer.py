@@ -57,6 +57,9 @@ class NonFiniteLoss(MedfuseError):
     """Too many consecutive steps with a NaN/inf loss: the run is diverging."""
 
 
+# curves.png at most this often (and after the last epoch): drawing it takes 0.3-0.6 s, 3 % of a
+# 13 s CPU epoch and 10-20 % of a 2.5 s epoch on an H200.
+CURVES_EVERY_S = 30.0
 RUN_FILES = ("last.pt", "best.pt", "epoch_*.pt", "history.json", "curves.png", "config.json")
 
 
@@ -110,6 +113,7 @@ class Trainer:
         self.val_loader = self._loader(self.data.val, shuffle=False) if len(self.data.val) else None
         self.history: list[dict] = []
         self.start_epoch, self.best_loss, self.since_best = 0, math.inf, 0
+        self._plotted_at, self._plotted_epochs = -math.inf, 0
         self.net: torch.nn.Module = self.model
         self._frozen: bool | None = None
         if resume is not None:
@@ -374,7 +378,12 @@ class Trainer:
         for name in copies:  # second names of this epoch's file, not copies of its bytes
             atomic_link_or_copy(last, self.out / name)
         write_json(self.out / "history.json", self._history_doc())
+        if time.monotonic() - self._plotted_at >= CURVES_EVERY_S:
+            self._plot()
+
+    def _plot(self) -> None:
         plot_curves(self.out / "curves.png", self.history)
+        self._plotted_at, self._plotted_epochs = time.monotonic(), len(self.history)
 
     def _history_doc(self) -> dict:
         return {
@@ -385,6 +394,8 @@ class Trainer:
         }
 
     def _finish(self, started: float, stopped: bool, epoch: int) -> TrainResult:
+        if self.env.is_main and self._plotted_epochs != len(self.history):
+            self._plot()  # the final curves
         seconds = time.perf_counter() - started
         best = best_epoch(self.history, "val" if self.val_loader is not None else "train")
         which = "val" if self.val_loader is not None else "train"
