@@ -46,7 +46,11 @@ def reference_outputs(path: str | Path, ct: np.ndarray, mri: np.ndarray) -> np.n
     file runs in real half precision here, unlike ONNX Runtime's CPU provider. Slow: small inputs only."""
     from onnx.reference import ReferenceEvaluator
 
-    return ReferenceEvaluator(str(path)).run(["fused"], {"ct": ct, "mri": mri})[0].astype(np.float32)
+    # Its Sigmoid evaluates both branches of a `where` in half precision, and the unused one
+    # overflows for large inputs: numpy warnings about values that are then discarded, which
+    # users took for a broken export. A real NaN or Inf in the output still fails the parity check.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return ReferenceEvaluator(str(path)).run(["fused"], {"ct": ct, "mri": mri})[0].astype(np.float32)
 
 
 def engine_outputs(plan: str | Path, sidecar: dict, ct: np.ndarray, mri: np.ndarray, min_batch: int = 1) -> np.ndarray:

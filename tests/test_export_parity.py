@@ -64,3 +64,33 @@ def test_metric_change_reported_when_sources_given():
     assert same.metric_delta and all(v == 0 for v in same.metric_delta.values())
     changed = compare(ref, np.clip(ref * 0.5, 0, 1), "int8", ct=ct, mri=mri)
     assert changed.metric_delta["SD"] < 0  # halving the image halves its contrast
+
+
+def test_half_precision_reference_run_is_silent_where_sigmoid_saturates(tmp_path):
+    """The ONNX reference evaluator's fp16 Sigmoid overflows in the branch it discards; that must
+    not reach the user as numpy warnings, and the saturated values must be right."""
+    import warnings
+
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from medfuse.export.runners import reference_outputs
+
+    nodes = [
+        helper.make_node("Add", ["ct", "mri"], ["sum"]),
+        helper.make_node("Cast", ["sum"], ["half"], to=TensorProto.FLOAT16),
+        helper.make_node("Sigmoid", ["half"], ["gate"]),
+        helper.make_node("Cast", ["gate"], ["fused"], to=TensorProto.FLOAT),
+    ]
+    graph = helper.make_graph(nodes, "g", [
+        helper.make_tensor_value_info("ct", TensorProto.FLOAT, [1, 3, 2, 2]),
+        helper.make_tensor_value_info("mri", TensorProto.FLOAT, [1, 1, 2, 2]),
+    ], [helper.make_tensor_value_info("fused", TensorProto.FLOAT, [1, 3, 2, 2])])
+    path = tmp_path / "sigmoid.fp16.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    ct = np.full((1, 3, 2, 2), 30000.0, np.float32)
+    ct[0, :, 0, 0] = -30000.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = reference_outputs(path, ct, np.zeros((1, 1, 2, 2), np.float32))
+    assert np.isfinite(out).all() and out[0, 0, 0, 0] == 0.0 and out[0, 0, 1, 1] == 1.0
