@@ -42,3 +42,24 @@ def test_zero_fraction_and_errors():
         split_by_case(["16001.png", "16002.png"], 0.2, HARVARD_CASE_REGEX, 0)
     with pytest.raises(MedfuseError, match="case-regex"):
         split_by_case(["brain.png", "16002.png"], 0.2, HARVARD_CASE_REGEX, 0)
+
+
+def test_split_seed_keeps_the_held_out_cases_while_seed_changes(tmp_path):
+    """Several seeds of one recipe must be scored on the same validation cases."""
+    from dataclasses import replace
+
+    from medfuse.runtime.phantom import write_phantom_dataset
+    from medfuse.train.run_config import RunConfig
+    from medfuse.train.setup import load_data
+
+    data = write_phantom_dataset(tmp_path / "d", n_cases=10, slices_per_case=1, size=32)
+
+    def val_cases(**train) -> list[str]:
+        run = RunConfig.defaults("finetune")
+        run = replace(run, train=replace(run.train, data=data, val_fraction=0.2, **train))
+        return load_data(run, lambda message: None).val_cases
+
+    fixed = val_cases(seed=0)
+    moved = {tuple(val_cases(seed=s)) for s in range(1, 6)}
+    assert moved - {tuple(fixed)}  # the seed alone moves the split
+    assert all(val_cases(seed=s, split_seed=0) == fixed for s in range(1, 6))

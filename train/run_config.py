@@ -53,6 +53,9 @@ class TrainConfig:
     val_fraction: float = 0.2  # share of files held out, in whole cases
     case_regex: str | None = HARVARD_CASE_REGEX  # case key from the file stem; None: each file is a case
     seed: int = 0  # split, shuffling, augmentation and initialisation
+    # The validation split's seed when it should not follow `seed`: several seeds of one recipe
+    # scored on the same held-out cases. None: `seed`.
+    split_seed: int | None = None
     precision: str = "auto"  # auto (CUDA fp16, CPU bf16), fp32, bf16, fp16 (CUDA only)
     device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
     augment: bool = True  # flips + small rotation/translation on training pairs
