@@ -11,7 +11,8 @@
 # and EPOCHS epochs; exports OUT/<pair>/art (for
 # `medfuse-run pet.png mri.png -o fused.png --model OUT/pet-mri/art`) and writes
 # OUT/<pair>/quality.{txt,json}: luma metrics against the pixel maximum (also of the model's
-# inputs), Laplacian and wavelet baselines (coloured the same way), and the chroma error.
+# inputs), Laplacian, wavelet and guided filtering baselines (coloured the same way), and the
+# chroma error.
 # MEDFUSE_THREADS=N sets torch's threads (run both pairs at once with PARALLEL=1 MEDFUSE_THREADS=1).
 set -euo pipefail
 
@@ -36,7 +37,7 @@ one_pair() {
         "${THREADS[@]}" "${EXTRA[@]}"
     run medfuse-export "$out/finetune/best.pt" -o "$out/art"
     run medfuse-bench quality --data "$data" --split val -c "$out/finetune/best.pt" -a "$out/art" \
-        -e pytorch-fp32 -e onnxruntime-fp32 --baselines maximum,maximum-of-inputs,laplacian,wavelet \
+        -e pytorch-fp32 -e onnxruntime-fp32 --baselines maximum,maximum-of-inputs,laplacian,wavelet,guided-filter \
         "${THREADS[@]}" --json "$out/quality.json" > "$out/quality.txt"
     cat "$out/quality.txt"
 }

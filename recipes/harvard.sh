@@ -6,8 +6,8 @@
 # DATA_ROOT holds roadscene/ (vis/ + ir/) and harvard-ct-mri/train/ (CT/ + MRI/). Writes
 # OUT/pretrain, OUT/finetune (checkpoints, history, curves), OUT/art (exported model, for
 # `medfuse-run --model OUT/art`) and OUT/quality.{txt,json} (validation cases 33 and 37 against
-# the pixel maximum, the maximum of the model's own inputs, Laplacian pyramid and wavelet
-# baselines).
+# the pixel maximum, the maximum of the model's own inputs, Laplacian pyramid, wavelet and
+# guided filtering baselines).
 #
 # Settings: recipes/harvard.toml (fine-tuning; pretraining reads its [model] and [loss] sections,
 # its schedule is set below). CONFIG=FILE uses another file.
@@ -48,6 +48,6 @@ run medfuse-train finetune --data "$DATA/harvard-ct-mri/train" --init "$OUT/pret
 run medfuse-export "$OUT/finetune/best.pt" -o "$OUT/art"
 run medfuse-bench quality --data "$DATA/harvard-ct-mri/train" --split val \
     -c "$OUT/finetune/best.pt" -a "$OUT/art" -e pytorch-fp32 -e onnxruntime-fp32 \
-    --baselines maximum,maximum-of-inputs,laplacian,wavelet "${THREADS[@]}" \
+    --baselines maximum,maximum-of-inputs,laplacian,wavelet,guided-filter "${THREADS[@]}" \
     --json "$OUT/quality.json" | tee "$OUT/quality.txt"
 echo "recipe done in $(( ($(date +%s) - start) / 60 )) min; model in $OUT/art" >&2

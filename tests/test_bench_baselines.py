@@ -48,6 +48,33 @@ def test_flat_images_fuse_to_their_mean_base():
     np.testing.assert_allclose(B.wavelet(a, b), 60.0, atol=1e-9)
 
 
+def test_guided_filter_fusion_keeps_the_salient_source_and_is_symmetric():
+    a = np.zeros((64, 64))
+    a[:, 32:] = 200  # an edge only a has
+    b = np.full((64, 64), 100.0)
+    out = B.guided_filter_fusion(a, b)
+    # Near the edge a is the salient source, so its detail survives nearly at full strength...
+    assert np.abs(np.diff(out[16:48], axis=1)).max() > 150
+    # ...and the fusion does not depend on which image comes first.
+    np.testing.assert_allclose(B.guided_filter_fusion(b, a), out, atol=1e-9)
+
+
+def test_guided_filter_follows_the_guide_edges():
+    guide = np.zeros((40, 40))
+    guide[:, 20:] = 1.0
+    src = np.zeros((40, 40))
+    src[:, 21:] = 1.0  # the same step, one pixel off
+    out = B.guided_filter(guide, src, radius=3, eps=1e-6)
+    # Edge-preserving: the output keeps a step where the guide has one instead of blurring it.
+    assert out[:, 17].max() < 0.2 and out[:, 23].min() > 0.8
+    assert abs(out[:, 19:21].mean(axis=0)[1] - out[:, 19:21].mean(axis=0)[0]) > 0.5
+
+
+def test_flat_images_fuse_to_the_mean_under_guided_filtering():
+    a, b = np.full((48, 48), 40.0), np.full((48, 48), 80.0)
+    np.testing.assert_allclose(B.guided_filter_fusion(a, b), 60.0, atol=1e-9)  # no saliency: equal weights
+
+
 def test_uint8_output_and_errors(pair):
     a, b = pair
     out = B.fuse_to_uint8("laplacian", a, b)

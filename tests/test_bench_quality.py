@@ -70,7 +70,7 @@ def test_quality_command_baselines_only_on_phantoms(tmp_path):
     result = CliRunner().invoke(app, ["quality", "--json", str(out), "--ssim-data-range", "2"])
     assert result.exit_code == 0, result.output
     rows = {r["method"]: r for r in json.loads(out.read_text())["quality"]}
-    assert set(rows) == {"average", "maximum", "laplacian", "wavelet", "maximum-of-inputs"}
+    assert set(rows) == {"average", "maximum", "laplacian", "wavelet", "guided-filter", "maximum-of-inputs"}
     for r in rows.values():
         assert r["kind"] == "baseline" and r["pairs"] == 4 and r["ssim_data_range"] == 2
         assert all(np.isfinite(r[m]) for m in METRIC_NAMES)

@@ -13,7 +13,7 @@ import bench_tiny
 from medfuse.benchmarks.cli import app, main
 
 ENGINES = ("pytorch-fp32", "pytorch-bf16", "onnxruntime-fp32", "onnxruntime-fp16", "onnxruntime-int8")
-BASELINES = ("average", "maximum", "laplacian", "wavelet", "maximum-of-inputs")
+BASELINES = ("average", "maximum", "laplacian", "wavelet", "guided-filter", "maximum-of-inputs")
 
 
 @pytest.fixture(scope="session")

@@ -110,7 +110,7 @@ def test_bench_quality_on_colour_pairs_scores_luma_and_chroma(pet_model, pet_dir
     assert result.exit_code == 0, result.output
     assert "ChromaErr" in result.output and "pet-mri pairs" in result.output
     rows = {r["method"]: r for r in json.loads(out.read_text())["quality"]}
-    assert set(rows) == {"average", "maximum", "laplacian", "wavelet", "maximum-of-inputs", "onnxruntime-fp32"}
+    assert set(rows) == {"average", "maximum", "laplacian", "wavelet", "guided-filter", "maximum-of-inputs", "onnxruntime-fp32"}
     # The untrained model's flat luma clips more of the saturated colours, and so does the maximum
     # of the model's inputs: the phantoms' MRI is percentile-stretched there, a brighter luma.
     from medfuse.benchmarks.baselines import BASELINES  # the baselines that fuse the files

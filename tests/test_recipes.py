@@ -72,7 +72,7 @@ def test_harvard_recipe_runs_the_whole_chain(harvard_run):
     assert manifest["modality_pair"] == "ct-mri"
     assert (out / "art" / "model.onnx").is_file()
     rows = _methods(out / "quality.json")
-    assert {"maximum", "maximum-of-inputs", "laplacian", "wavelet", "pytorch-fp32", "onnxruntime-fp32"} <= set(rows)
+    assert {"maximum", "maximum-of-inputs", "laplacian", "wavelet", "guided-filter", "pytorch-fp32", "onnxruntime-fp32"} <= set(rows)
     # The exported model and PyTorch fuse the same images: the same scores.
     assert rows["onnxruntime-fp32"]["SSIM"] == pytest.approx(rows["pytorch-fp32"]["SSIM"], abs=1e-3)
     assert "recipe done" in done.stderr
@@ -89,7 +89,7 @@ def test_functional_recipe_fine_tunes_pet_and_spect_from_the_ct_checkpoint(harva
         manifest = json.loads((func / pair / "art" / "manifest.json").read_text())
         assert manifest["modality_pair"] == pair
         rows = _methods(func / pair / "quality.json")
-        assert {"maximum", "maximum-of-inputs", "laplacian", "wavelet", "pytorch-fp32", "onnxruntime-fp32"} <= set(rows)
+        assert {"maximum", "maximum-of-inputs", "laplacian", "wavelet", "guided-filter", "pytorch-fp32", "onnxruntime-fp32"} <= set(rows)
         assert "ChromaErr" in rows["onnxruntime-fp32"]
         # The functional pairs ask for every edge of either source (MRI anatomy inside the uptake),
         # whatever target the CT-MRI settings file names.
