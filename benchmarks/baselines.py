@@ -17,11 +17,12 @@ WAVELET = "db2"
 WAVELET_LEVELS = 3
 
 # Guided filtering fusion (Li, Kang and Hu, IEEE TIP 2013), with the paper's parameters on images
-# scaled to [0, 1]: a 31x31 mean filter splits base from detail; saliency = |Laplacian| smoothed by
-# an 11x11 Gaussian (sigma 5); the binary "which source is more salient" map is refined by a guided
+# scaled to [0, 1]: a 31x31 mean filter (radius 15) splits base from detail; saliency = |Laplacian|
+# smoothed by an 11x11 Gaussian (sigma 5); the binary "which source is more salient" map is refined by a guided
 # filter with the source as guide, wide and smooth for the base (r 45, eps 0.3), narrow and
 # edge-tight for the detail (r 7, eps 1e-6).
-GFF_BASE_SIZE = 31
+GFF_BASE_RADIUS = 15
+GFF_SALIENCY_KERNEL = (11, 11)
 GFF_SALIENCY_SIGMA = 5.0
 GFF_BASE_FILTER = (45, 0.3)
 GFF_DETAIL_FILTER = (7, 1e-6)
@@ -118,8 +119,8 @@ def guided_filter_fusion(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a, b = _pair(a, b)
     scale = max(float(a.max()), float(b.max()), 1e-12)
     a, b = a / scale, b / scale
-    base_a, base_b = (cv2.blur(x, (GFF_BASE_SIZE, GFF_BASE_SIZE), borderType=cv2.BORDER_REFLECT) for x in (a, b))
-    sal_a, sal_b = (cv2.GaussianBlur(np.abs(cv2.Laplacian(x, cv2.CV_64F)), (11, 11), GFF_SALIENCY_SIGMA)
+    base_a, base_b = _box(a, GFF_BASE_RADIUS), _box(b, GFF_BASE_RADIUS)
+    sal_a, sal_b = (cv2.GaussianBlur(np.abs(cv2.Laplacian(x, cv2.CV_64F)), GFF_SALIENCY_KERNEL, GFF_SALIENCY_SIGMA)
                     for x in (a, b))
     select_a = np.where(sal_a > sal_b, 1.0, np.where(sal_a < sal_b, 0.0, 0.5))  # ties: both halves
     w_base = _gff_weights(a, b, select_a, *GFF_BASE_FILTER)
