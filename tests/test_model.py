@@ -108,6 +108,27 @@ def test_input_skip_feeds_the_inputs_to_the_last_decoder_block():
     assert ModelConfig().input_skip is False  # the spec's decoder stays the default
 
 
+def test_full_resolution_refine_starts_as_the_identity_and_then_learns():
+    torch.manual_seed(3)
+    plain_cfg = ModelConfig.tiny(input_skip=True, output_head="residual")
+    plain = build_model(plain_cfg).eval()
+    refined = build_model(ModelConfig.tiny(input_skip=True, output_head="residual", refine_channels=8)).eval()
+    result = refined.load_state_dict(plain.state_dict(), strict=False)
+    assert not result.unexpected_keys
+    assert result.missing_keys and all(k.startswith("decoder.refine.") for k in result.missing_keys)
+    ct, mri = torch.rand(2, 3, 64, 64), torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(refined(ct, mri), plain(ct, mri))  # a checkpoint without the block behaves the same
+    # Its first conv sees the decoder features and the two input channels at full size.
+    assert refined.decoder.refine.body[0].in_channels == refined.decoder.head.in_channels + 2
+    refined.train()
+    refined(ct, mri).mean().backward()
+    assert refined.decoder.refine.out.weight.grad.abs().sum() > 0  # zero-initialised, not frozen
+    assert ModelConfig().refine_channels == 0  # the spec's decoder has no such block
+    with pytest.raises(ValueError, match="refine_channels"):
+        ModelConfig(refine_channels=-1)
+
+
 def test_head_bias_init_sets_the_output_of_zero_features():
     model = build_model(ModelConfig.tiny(head_bias_init=0.02))
     assert torch.sigmoid(model.decoder.head.bias).detach() == pytest.approx([0.02] * 3)
@@ -205,10 +226,14 @@ def test_default_config_size_matches_spec():
 
 
 @pytest.mark.slow
-def test_tiny_model_exports_to_onnx_with_dynamic_batch_and_size(tmp_path):
+@pytest.mark.parametrize("refine_channels", [0, 8])
+def test_tiny_model_exports_to_onnx_with_dynamic_batch_and_size(tmp_path, refine_channels):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    model = build_model(ModelConfig.tiny()).eval()
+    torch.manual_seed(4)
+    model = build_model(ModelConfig.tiny(input_skip=bool(refine_channels), refine_channels=refine_channels)).eval()
+    if refine_channels:  # its last conv starts at zero: give it weights so the export is tested doing something
+        torch.nn.init.normal_(model.decoder.refine.out.weight, std=0.1)
     batch, height, width = torch.export.Dim("batch", max=64), torch.export.Dim("h", max=64), torch.export.Dim("w", max=64)
     dims = {0: batch, 2: 32 * height, 3: 32 * width}
     path = tmp_path / "tiny.onnx"

@@ -58,6 +58,9 @@ class ModelConfig:
     # PyTorch's init (about 0.5, the spec's). AdamW moves a bias about lr per step, so from 0.5 a
     # background needs thousands of steps to turn black.
     head_bias_init: float | None = None
+    # Hidden channels of a residual block at full size before the head (FullResolutionRefine, sees
+    # the decoder features and, with input_skip, the inputs). 0 (the spec): none.
+    refine_channels: int = 0
 
     def __post_init__(self) -> None:
         # JSON round trips turn tuples into lists; keep the field hashable and comparable.
@@ -78,6 +81,8 @@ class ModelConfig:
             raise ValueError(f"medical_gate_init must be in (0, 1), got {self.medical_gate_init}")
         if self.head_bias_init is not None and not 0 < self.head_bias_init < 1:
             raise ValueError(f"head_bias_init must be in (0, 1) or None, got {self.head_bias_init}")
+        if self.refine_channels < 0:
+            raise ValueError(f"refine_channels must be >= 0, got {self.refine_channels}")
         if self.spatial_kernel <= 0 or self.spatial_kernel % 2 == 0:
             raise ValueError(f"spatial_kernel must be odd and positive, got {self.spatial_kernel}")
 

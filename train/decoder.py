@@ -69,11 +69,28 @@ class UpBlock(nn.Module):
         return self.conv(x)
 
 
+class FullResolutionRefine(nn.Module):
+    """Residual block at full size that sees the decoder features and the inputs again:
+    x + conv1x1(relu(bn(conv(relu(bn(conv(cat(x, inputs)))))))). The last conv starts at zero, so
+    the block starts as the identity (a checkpoint without it loads and behaves the same)."""
+
+    def __init__(self, channels: int, input_channels: int, hidden: int):
+        super().__init__()
+        self.body = nn.Sequential(*conv_bn_relu(channels + input_channels, hidden), *conv_bn_relu(hidden, hidden))
+        self.out = nn.Conv2d(hidden, channels, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor, inputs: torch.Tensor | None) -> torch.Tensor:
+        features = x if inputs is None else torch.cat([x, inputs], dim=1)
+        return x + self.out(self.body(features))
+
+
 class FusionDecoder(nn.Module):
     """Fused features at 1/4..1/32 (channels w, 2w, 4w, 8w) -> RGB logits' sigmoid at full size."""
 
     def __init__(self, stage_channels: tuple[int, int, int, int], mode: str = "resize-conv", out_channels: int = 3,
-                 input_channels: int = 0, head_bias_init: float | None = None):
+                 input_channels: int = 0, head_bias_init: float | None = None, refine_channels: int = 0):
         super().__init__()
         w1, w2, w3, w4 = stage_channels
         self.blocks = nn.ModuleList(
@@ -85,6 +102,7 @@ class FusionDecoder(nn.Module):
                 UpBlock(mode, w1 // 2, input_channels, w1 // 4),  # 1/2 -> 1/1, skip: the inputs (input_skip)
             ]
         )
+        self.refine = FullResolutionRefine(w1 // 4, input_channels, refine_channels) if refine_channels else None
         self.head = nn.Conv2d(w1 // 4, out_channels, 3, padding=1)
         if head_bias_init is not None:
             nn.init.constant_(self.head.bias, math.log(head_bias_init / (1 - head_bias_init)))
@@ -95,4 +113,6 @@ class FusionDecoder(nn.Module):
         x = f4
         for block, skip in zip(self.blocks, (f3, f2, f1, None, inputs)):
             x = block(x, skip)
+        if self.refine is not None:
+            x = self.refine(x, inputs)
         return self.sigmoid(self.head(x))

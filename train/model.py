@@ -32,7 +32,7 @@ class FusionNet(nn.Module):
             DualAttentionFusion(c, cfg.attention_reduction, cfg.spatial_kernel) for c in cfg.stage_channels
         )
         self.decoder = FusionDecoder(cfg.stage_channels, cfg.decoder_upsample, input_channels=2 if cfg.input_skip else 0,
-                                     head_bias_init=cfg.head_bias_init)
+                                     head_bias_init=cfg.head_bias_init, refine_channels=cfg.refine_channels)
         self.medical_attention = MedicalAttention(3, cfg.medical_hidden, cfg.medical_gate_init)
 
     @property
