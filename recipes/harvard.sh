@@ -22,7 +22,8 @@
 # fine-tuning all 220 epochs (31 steps of batch 4, 128x128 windows, BatchNorm fixed for the last
 # 120; no early stopping: recipes/harvard.toml sets patience 0) 5908 s with validation on the
 # whole 256x256 images and a checkpoint per epoch; export + quality report about a minute.
-# FINETUNE_EPOCHS=180 saves about 18 min (quality not measured). Results and what each setting
+# FINETUNE_EPOCHS=180 saves about 18 min (quality not measured). With the full-resolution refinement
+# block (refine_channels 32, eleventh session) on a fast day: 51 min. Results and what each setting
 # changed:
 # README "Results" and benchmarks/RESULTS.md. On a CUDA GPU the same command picks CUDA + fp16 by
 # itself; on an H200 (measured with FINETUNE_EPOCHS=60) pretraining took 28 s and a fine-tuning
