@@ -8,7 +8,7 @@
 # DATA_ROOT/harvard-<pair>/train (PET/ or SPECT/ + MRI/, case-held-out validation split) from
 # CT_MRI_CHECKPOINT (the CT-MRI recipe's best.pt: the functional luma takes the CT role), with the
 # CT-MRI recipe's settings (recipes/harvard.toml) but the spec's detail target (DETAIL_TARGET, below)
-# and EPOCHS epochs; exports OUT/<pair>/art (for
+# and each pair's epochs and detail weight (pair_settings, below); exports OUT/<pair>/art (for
 # `medfuse-run pet.png mri.png -o fused.png --model OUT/pet-mri/art`) and writes
 # OUT/<pair>/quality.{txt,json}: luma metrics against the pixel maximum (also of the model's
 # inputs), Laplacian, wavelet and guided filtering baselines (coloured the same way), and the
@@ -21,7 +21,6 @@ need_args 3 "$0 DATA_ROOT OUT CT_MRI_CHECKPOINT" "$@"
 DATA=$1
 OUT=$2
 INIT=$3
-EPOCHS=${EPOCHS:-10}  # measured: README "PET-MRI and SPECT-MRI"
 PAIRS=${PAIRS:-pet-mri spect-mri}
 # The CT-MRI recipe keeps MRI edges out of CT's bright bone (no line through the skull). Here the
 # bright "CT role" is the tracer uptake, and MRI anatomy inside the uptake is what the fused image
@@ -29,11 +28,22 @@ PAIRS=${PAIRS:-pet-mri spect-mri}
 # Measured: benchmarks/RESULTS.md, seventh session (SPECT 4 -> 6 wins against the maximum).
 DETAIL_TARGET=${DETAIL_TARGET:-max-of-gradients}
 
+# Per pair: SPECT-MRI 10 epochs at the CT-MRI recipe's detail weight (7); PET-MRI 25 epochs at 14,
+# which took it from 4 to 5 of 8 against the pixel maximum (SF, Qabf) for some colour (ChromaErr
+# 5.9 -> 6.9; benchmarks/RESULTS.md, eleventh session). EPOCHS=N and W_DETAIL=W set both pairs.
+pair_settings() {
+    case $1 in
+        pet-mri) echo --epochs "${EPOCHS:-25}" --set loss.w_detail="${W_DETAIL:-14}" ;;
+        *) echo --epochs "${EPOCHS:-10}" ${W_DETAIL:+--set loss.w_detail="$W_DETAIL"} ;;
+    esac
+}
+
 one_pair() {
-    local pair=$1 data="$DATA/harvard-$1/train" out="$OUT/$1"
+    local pair=$1 data="$DATA/harvard-$1/train" out="$OUT/$1" settings
+    read -ra settings <<< "$(pair_settings "$pair")"
     mkdir -p "$out"
     run medfuse-train finetune --data "$data" --modality-pair "$pair" --init "$INIT" --out "$out/finetune" \
-        --overwrite --config "$CONFIG" --set loss.detail_target="$DETAIL_TARGET" --epochs "$EPOCHS" \
+        --overwrite --config "$CONFIG" --set loss.detail_target="$DETAIL_TARGET" "${settings[@]}" \
         "${THREADS[@]}" "${EXTRA[@]}"
     run medfuse-export "$out/finetune/best.pt" -o "$out/art"
     run medfuse-bench quality --data "$data" --split val -c "$out/finetune/best.pt" -a "$out/art" \

@@ -95,6 +95,9 @@ def test_functional_recipe_fine_tunes_pet_and_spect_from_the_ct_checkpoint(harva
         # whatever target the CT-MRI settings file names.
         trained = json.loads((func / pair / "finetune" / "config.json").read_text())
         assert trained["loss"]["detail_target"] == "max-of-gradients"
+        # PET-MRI trains with a stronger detail term than SPECT-MRI (the recipe's per-pair settings).
+        assert trained["loss"]["w_detail"] == (14.0 if pair == "pet-mri" else 7.0)
+        assert trained["train"]["epochs"] == 1  # EPOCHS overrides both pairs' defaults
 
 
 @pytest.mark.parametrize("script", ["recipes/harvard.sh", "recipes/functional.sh"])
