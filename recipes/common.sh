@@ -17,6 +17,10 @@ run() {
     "$@"
 }
 
+# The baselines every recipe's quality report scores the model against: all of medfuse-bench's but
+# the plain average, which no user would take over the maximum.
+BASELINES=maximum,maximum-of-inputs,laplacian,wavelet,guided-filter
+
 RECIPES=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CONFIG=${CONFIG:-$RECIPES/harvard.toml}
 read -r -a EXTRA <<<"${EXTRA:-}"

@@ -48,7 +48,7 @@ one_pair() {
         "${THREADS[@]}" "${EXTRA[@]}"
     run medfuse-export "$out/finetune/best.pt" -o "$out/art"
     run medfuse-bench quality --data "$data" --split val -c "$out/finetune/best.pt" -a "$out/art" \
-        -e pytorch-fp32 -e onnxruntime-fp32 --baselines maximum,maximum-of-inputs,laplacian,wavelet,guided-filter \
+        -e pytorch-fp32 -e onnxruntime-fp32 --baselines "$BASELINES" \
         "${THREADS[@]}" --json "$out/quality.json" > "$out/quality.txt"
     cat "$out/quality.txt"
 }

@@ -49,6 +49,6 @@ run medfuse-train finetune --data "$DATA/harvard-ct-mri/train" --init "$OUT/pret
 run medfuse-export "$OUT/finetune/best.pt" -o "$OUT/art"
 run medfuse-bench quality --data "$DATA/harvard-ct-mri/train" --split val \
     -c "$OUT/finetune/best.pt" -a "$OUT/art" -e pytorch-fp32 -e onnxruntime-fp32 \
-    --baselines maximum,maximum-of-inputs,laplacian,wavelet,guided-filter "${THREADS[@]}" \
+    --baselines "$BASELINES" "${THREADS[@]}" \
     --json "$OUT/quality.json" | tee "$OUT/quality.txt"
 echo "recipe done in $(( ($(date +%s) - start) / 60 )) min; model in $OUT/art" >&2
