@@ -30,8 +30,8 @@ DETAIL_TARGET=${DETAIL_TARGET:-max-of-gradients}
 
 # Per pair: SPECT-MRI 10 epochs at the CT-MRI recipe's detail weight (7); PET-MRI 25 epochs at 14,
 # which raised SF, MI, VIF and Qabf on both PET patients tried as held-out case (5 of 8 against the
-# pixel maximum on case 25, 4 on case 41) for some colour (ChromaErr 5.9 -> 6.9;
-# benchmarks/RESULTS.md, eleventh session). EPOCHS=N and W_DETAIL=W set both pairs.
+# pixel maximum on case 25, 4 on case 41; 4 on case 30 too) for some colour (ChromaErr 5.9 -> 6.9;
+# benchmarks/RESULTS.md, eleventh and twelfth sessions). EPOCHS=N and W_DETAIL=W set both pairs.
 pair_settings() {
     case $1 in
         pet-mri) echo --epochs "${EPOCHS:-25}" --set loss.w_detail="${W_DETAIL:-14}" ;;
