@@ -72,6 +72,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary on s
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Threads decoding and writing "
                                                                             "beside the engine (default 2-4).")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="ONNX Runtime threads per inference "
+                                                                            "(default: the physical cores; leave "
+                                                                            "some free beside a scanner's software).")]
 
 
 def parse_window(window: str | None, preset: str | None) -> tuple[float, float] | None:
@@ -97,7 +100,7 @@ def run(ct: CtArg, mri: MriArg, output: OutOpt, model: ModelOpt = None, backend:
         precision: PrecisionOpt = Precision.auto, batch_size: BatchOpt = 4, window: WindowOpt = None,
         window_preset: PresetOpt = None, clahe: ClaheOpt = None, slice_index: SliceOpt = None,
         side_by_side: SideOpt = None, metrics: MetricsOpt = False, json_output: JsonOpt = False,
-        overwrite: OverwriteOpt = False, workers: WorkersOpt = None) -> None:
+        overwrite: OverwriteOpt = False, workers: WorkersOpt = None, threads: ThreadsOpt = None) -> None:
     """Fuse CT and MRI into one image, a folder of images, or a volume."""
     from medfuse.runtime.run import Request, execute
 
@@ -105,7 +108,7 @@ def run(ct: CtArg, mri: MriArg, output: OutOpt, model: ModelOpt = None, backend:
                       precision=precision.value, batch_size=batch_size,
                       window=parse_window(window, window_preset), clahe=clahe, slice_index=slice_index,
                       side_by_side=side_by_side, metrics=metrics, json_output=json_output,
-                      overwrite=overwrite, workers=workers)
+                      overwrite=overwrite, workers=workers, threads=threads)
     summary = execute(request)
     if summary.get("counts", {}).get("failed"):
         raise typer.Exit(EXIT_SOME_FAILED)

@@ -34,6 +34,7 @@ class Request:
     json_output: bool = False
     overwrite: bool = False
     workers: int | None = None
+    threads: int | None = None  # ONNX Runtime intra-op threads on the CPU (default: physical cores)
 
 
 def _console():
@@ -69,7 +70,8 @@ def _load(req: Request, mode: str, say):
     model = open_model_dir(req.model)
     choice = choose(req.backend, req.precision, probe(model))
     say(f"backend: {choice.describe()}")
-    runner = make_runner(choice, model, spin=mode == "pair")  # pipelined modes share the cores
+    # pipelined modes share the cores with decoding and writing: no spinning
+    runner = make_runner(choice, model, spin=mode == "pair", threads=req.threads)
     runner.activate()
     try:
         cfg = preprocess_for(runner, model, req.window, req.clahe, say)
@@ -89,12 +91,13 @@ def execute(req: Request) -> dict:
     mode, matching = _plan(req)
     choice, runner, cfg, pair, model = _load(req, mode, say)
     loaded = time.perf_counter()
+    threads = getattr(runner, "threads", None)  # ONNX Runtime's intra-op threads; TensorRT has none
     try:
         outcomes = _work(req, mode, matching, runner, cfg, pair, console)
     finally:
         runner.close()
     done = time.perf_counter()
-    summary = _summary(req, mode, matching, choice, cfg, pair, model, outcomes,
+    summary = _summary(req, mode, matching, choice, cfg, pair, model, threads, outcomes,
                        {"load_model": loaded - started, "fuse": done - loaded, "total": done - started})
     _report(summary, console, req.json_output)
     return summary
@@ -117,7 +120,7 @@ def _work(req: Request, mode: str, matching, runner, cfg, pair: str, console) ->
         return [fuse_volume(fuser, req.ct, req.mri, req.output, options, req.workers, advance, set_total)]
 
 
-def _summary(req, mode, matching, choice, cfg, pair, model, outcomes, seconds) -> dict:
+def _summary(req, mode, matching, choice, cfg, pair, model, threads, outcomes, seconds) -> dict:
     ok = [o for o in outcomes if o.ok]
     failed = [o for o in outcomes if not o.ok]
     summary = {
@@ -128,6 +131,7 @@ def _summary(req, mode, matching, choice, cfg, pair, model, outcomes, seconds) -
         "artifact": choice.artifact,
         "reason": choice.reason,
         "modality_pair": pair,
+        "threads": threads,
         "preprocess": cfg.to_dict(),
         "counts": {"total": len(outcomes), "ok": len(ok), "failed": len(failed)},
         "outputs": [o.to_dict() for o in ok],

@@ -164,8 +164,9 @@ def _plan_problem(info) -> str | None:
     return trt_backend.plan_problem(info, found[1] or "", gpu.compute_capability, gpu.name)
 
 
-def make_runner(choice: Choice, model: ModelDir, spin: bool = True):
-    """The (not yet activated) runner for a choice; spin=False when host threads work beside it."""
+def make_runner(choice: Choice, model: ModelDir, spin: bool = True, threads: int | None = None):
+    """The (not yet activated) runner for a choice; spin=False when host threads work beside it;
+    `threads`: ONNX Runtime's intra-op threads (None: physical cores; TensorRT has none)."""
     if choice.backend == "tensorrt":
         from medfuse.runtime.backends.tensorrt_backend import TensorRTRunner
 
@@ -173,4 +174,5 @@ def make_runner(choice: Choice, model: ModelDir, spin: bool = True):
     from medfuse.runtime.backends.onnxruntime_backend import OnnxRuntimeRunner
 
     device = {"onnxruntime-cpu": "cpu", "onnxruntime-cuda": "cuda", "onnxruntime-tensorrt": "tensorrt"}[choice.backend]
-    return OnnxRuntimeRunner(Path(model.onnx[choice.precision]), choice.precision, device, spin=spin)
+    return OnnxRuntimeRunner(Path(model.onnx[choice.precision]), choice.precision, device, threads=threads,
+                             spin=spin)

@@ -97,6 +97,20 @@ def test_folder_of_pairs_with_json_summary(capsys, tmp_path, model, phantom_dir)
                                   expected_rgb(phantom_dir / "CT" / f"{name}.png", phantom_dir / "MRI" / f"{name}.png"))
 
 
+def test_threads_option_sets_onnx_runtime_threads(capsys, tmp_path, model, phantom_dir):
+    from medfuse.runtime.backends.onnxruntime_backend import physical_cores
+
+    ct, mri = phantom_dir / "CT" / "01001.png", phantom_dir / "MRI" / "01001.png"
+    code, stdout, err = medfuse_run(capsys, ct, mri, "-o", tmp_path / "a.png", "--model", model, "--json",
+                                    "--threads", 1)
+    assert code == 0, err
+    assert json.loads(stdout)["threads"] == 1
+    code, stdout, err = medfuse_run(capsys, ct, mri, "-o", tmp_path / "b.png", "--model", model, "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["threads"] == physical_cores()
+    np.testing.assert_array_equal(read_png_rgb(tmp_path / "a.png"), read_png_rgb(tmp_path / "b.png"))
+
+
 def test_folder_with_a_corrupt_pair_writes_the_others_and_exits_non_zero(capsys, tmp_path, model, phantom_dir):
     ct_dir, mri_dir = tmp_path / "CT", tmp_path / "MRI"
     shutil.copytree(phantom_dir / "CT", ct_dir)
