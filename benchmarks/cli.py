@@ -17,6 +17,7 @@ import typer
 from medfuse.benchmarks import tables
 from medfuse.benchmarks.baselines import BASELINE_NAMES
 from medfuse.benchmarks.data import SPLITS, Selection
+from medfuse.benchmarks.engines import DEVICES
 from medfuse.benchmarks.suite import BenchOptions, SuiteResult, run_suite
 from medfuse.runtime.errors import MedfuseError, run_cli
 
@@ -53,7 +54,7 @@ OverheadOpt = Annotated[bool, typer.Option("--overhead/--no-overhead", help="Pre
 
 def _ints(text: str, what: str) -> tuple[int, ...]:
     try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
+        values = tuple(dict.fromkeys(int(v) for v in text.split(",") if v.strip()))  # once each, in order
     except ValueError:
         raise MedfuseError(f"{what} takes comma-separated integers, got {text!r}") from None
     if not values or min(values) < 1:
@@ -71,9 +72,17 @@ def _names(text: str) -> tuple[str, ...]:
 
 def _options(checkpoint, artifacts, data, split, val_fraction, seed, case_regex, cases, limit, device, threads,
              engine, **extra) -> BenchOptions:
+    """Every option checked before any model loads or any pair is read."""
     for path, what in ((checkpoint, "checkpoint"), (artifacts, "artifact folder"), (data, "data folder")):
         if path is not None and not path.exists():
             raise MedfuseError(f"{what} not found", path)
+    if device not in DEVICES:
+        raise MedfuseError(f"--device must be {', '.join(DEVICES)}, got {device!r}")
+    if split not in SPLITS:
+        raise MedfuseError(f"unknown --split {split!r}; valid: {', '.join(SPLITS)}")
+    if data is None and (split != "all" or cases or limit):
+        raise MedfuseError("--split, --cases and --limit select pairs of --data; without --data the benchmark "
+                           "runs on generated phantom pairs")
     sel = Selection(split, val_fraction, seed, case_regex, cases, limit)
     return BenchOptions(checkpoint=checkpoint, artifacts=artifacts, data=data, selection=sel, device=device,
                         threads=threads, engines=tuple(engine or ()), **extra)
@@ -122,10 +131,10 @@ def _write_json(path: Path | None, res: SuiteResult) -> None:
     if path is None:
         return
     from medfuse.benchmarks.machine import machine_info
-    from medfuse.benchmarks.report import results_document
+    from medfuse.benchmarks.report import generated_now, results_document
     from medfuse.runtime.atomic import atomic_output
 
-    doc = results_document(res, machine_info(), "")
+    doc = results_document(res, machine_info(), generated_now())
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
 
@@ -195,8 +204,9 @@ def report(out: Annotated[Path, typer.Option("--out", "-o", help="Folder for rep
            examples: Annotated[int, typer.Option("--examples", min=0, help="Pairs in grid.png.")] = 4) -> None:
     """Latency, parity and quality in one run: report.md, results.json and PNG plots in --out."""
     from medfuse.benchmarks.machine import machine_info
-    from medfuse.benchmarks.report import write_report
+    from medfuse.benchmarks.report import check_output_folder, write_report
 
+    check_output_folder(out)  # before minutes of benchmarking, not after
     opts = _options(checkpoint, artifacts, data, split, val_fraction, seed, case_regex, cases, limit, device,
                     threads, engine, batches=_ints(batches, "--batches"), iters=iters, warmup=warmup,
                     overhead=overhead, baselines=_names(baselines), ssim_data_range=ssim_data_range,

@@ -43,6 +43,7 @@ class Pair:
     ref_mri: np.ndarray  # uint8 (H, W)
     modality_pair: str = DEFAULT_MODALITY_PAIR  # from the first source's folder: CT/, PET/ or SPECT/
     source_rgb: np.ndarray | None = None  # functional pairs: the first source as uint8 (H, W, 3) RGB
+    files: tuple[Path, Path] | None = None  # the two files read (the overhead rows read them again)
 
     @property
     def colour(self) -> bool:
@@ -72,8 +73,8 @@ def source_modality(folder: str | Path) -> str:
     return pair_of_folder(src.name) if src is not None else DEFAULT_MODALITY_PAIR
 
 
-def select(names: list[str], sel: Selection) -> list[str]:
-    """The names `sel` keeps, in sorted order."""
+def select(names: list[str], sel: Selection, folder: Path | None = None) -> list[str]:
+    """The names `sel` keeps, in sorted order (`folder`: where they are, for the error messages)."""
     if sel.split not in SPLITS:
         raise MedfuseError(f"unknown split {sel.split!r}; valid: {', '.join(SPLITS)}")
     keep = sorted(names)
@@ -81,7 +82,7 @@ def select(names: list[str], sel: Selection) -> list[str]:
         from medfuse.train.split import split_by_case  # the training run's own rule, not a copy
 
         stems = {Path(n).stem: n for n in keep}
-        train, val = split_by_case(list(stems), sel.val_fraction, sel.case_regex, sel.seed)
+        train, val = split_by_case(list(stems), sel.val_fraction, sel.case_regex, sel.seed, folder)
         keep = sorted(stems[s] for s in (val if sel.split == "val" else train))
     if sel.cases:
         try:
@@ -115,16 +116,18 @@ def load_pairs(folder: str | Path, sel: Selection = Selection(), cfg: Preprocess
     cfg = cfg or PreprocessConfig()
     found = {name: (a, b) for name, a, b in find_pairs(folder)}
     pair = source_modality(folder)
-    names = select(list(found), sel)
+    names = select(list(found), sel, Path(folder))
     if not names:
         raise MedfuseError("no pairs left after the split/--cases selection", folder)
     pairs = []
     for name in names:
         ct, mri = read_image(found[name][0]), read_image(found[name][1])
         if is_functional(pair):
-            pairs.append(_functional(name, ct, mri, pair, cfg))
+            loaded = _functional(name, ct, mri, pair, cfg)
         else:
-            pairs.append(Pair(name, ct, mri, _reference(ct, ct_to_unit, cfg), _reference(mri, mri_to_unit, cfg)))
+            loaded = Pair(name, ct, mri, _reference(ct, ct_to_unit, cfg), _reference(mri, mri_to_unit, cfg))
+        loaded.files = found[name]
+        pairs.append(loaded)
     return pairs
 
 

@@ -69,8 +69,11 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
 def resolve_device(device: str) -> str:
-    if device not in ("auto", "cpu", "cuda"):
+    if device not in DEVICES:
         raise MedfuseError(f"--device must be auto, cpu or cuda, got {device!r}")
     if device == "auto":
         return "cuda" if _cuda_available() else "cpu"

@@ -85,14 +85,26 @@ def _write_text(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def generated_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def check_output_folder(out_dir: Path) -> None:
+    """Refuse a report folder that cannot be one (a file, or under a file)."""
+    for path in (Path(out_dir), *Path(out_dir).parents):
+        if path.exists():
+            if not path.is_dir():
+                raise MedfuseError("report output is under a file, not a folder" if path != Path(out_dir)
+                                   else "report output exists and is not a folder", path)
+            return
+
+
 def write_report(out_dir: Path, res: SuiteResult, machine: dict) -> list[Path]:
     """Write every report file into `out_dir` (created); returns the paths written."""
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise MedfuseError("report output exists and is not a folder", out_dir)
+    check_output_folder(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    doc = results_document(res, machine, generated)
+    doc = results_document(res, machine, generated_now())
     written: list[Path] = []
     if doc["latency"]:
         written.append(plots.latency_chart(doc["latency"], out_dir / LATENCY_PNG))

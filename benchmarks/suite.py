@@ -76,7 +76,7 @@ def _stack(pairs: Sequence[Pair], cfg: PreprocessConfig) -> tuple[np.ndarray, np
     return np.stack([p.ct for p in prepared]), np.stack([p.mri for p in prepared])
 
 
-def _latency(opts: BenchOptions, found: EngineSet, pairs, folder: Path, res: SuiteResult, progress: Progress) -> None:
+def _latency(opts: BenchOptions, found: EngineSet, pairs, res: SuiteResult, progress: Progress) -> None:
     ct, mri = _stack(spread(pairs, opts.latency_pairs), found.preprocess)
     tick = progress("latency", latency.ticks_needed(len(opts.batches), len(found.engines), opts.iters))
     res.latency = [r.to_dict() for r in latency.measure(found, ct, mri, opts.batches, opts.warmup, opts.iters, tick)]
@@ -85,10 +85,11 @@ def _latency(opts: BenchOptions, found: EngineSet, pairs, folder: Path, res: Sui
     from medfuse.benchmarks.overhead import measure_end_to_end, measure_prepost
 
     tick = progress("pre/postprocessing, medfuse-run", 2)
-    res.overhead = [r.to_dict() for r in measure_prepost(folder, found.preprocess)]
+    files = [p.files for p in pairs]  # the selected pairs only, as every other row
+    res.overhead = [r.to_dict() for r in measure_prepost(files, found.preprocess, pairs[0].modality_pair)]
     tick()
     if opts.artifacts is not None:
-        res.overhead += [r.to_dict() for r in measure_end_to_end(folder, opts.artifacts)]
+        res.overhead += [r.to_dict() for r in measure_end_to_end(files, opts.artifacts, found.threads)]
     else:
         res.skipped.append({"name": "medfuse-run end to end", "reason": "needs --artifacts (medfuse-run runs them)"})
     tick()
@@ -127,7 +128,7 @@ def run_suite(opts: BenchOptions, sections: Sequence[str] = SECTIONS, progress: 
             pairs = load_pairs(folder, sel, found.preprocess)
             res.data = describe(pairs, folder, real, sel)
             if "latency" in sections:
-                _latency(opts, found, pairs, folder, res, progress)
+                _latency(opts, found, pairs, res, progress)
             if "parity" in sections:
                 _parity(opts, found, pairs, res, progress)
             if "quality" in sections:

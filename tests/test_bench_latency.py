@@ -76,17 +76,43 @@ def test_latency_command_on_tiny_model(tiny, tmp_path):
 
 
 def test_overhead_rows(tiny, tmp_path):
+    from medfuse.benchmarks.data import find_pairs
     from medfuse.benchmarks.overhead import measure_end_to_end, measure_prepost
     from medfuse.runtime.phantom import write_phantom_dataset
     from medfuse.runtime.preprocess import PreprocessConfig
 
     folder = write_phantom_dataset(tmp_path / "ph", n_cases=1, slices_per_case=2, size=64)
-    stages = measure_prepost(folder, PreprocessConfig(input_size=64), repeats=1)
+    files = [(a, b) for _, a, b in find_pairs(folder)]
+    stages = measure_prepost(files, PreprocessConfig(input_size=64), "ct-mri", repeats=1)
     assert [s.stage.split()[0] for s in stages] == ["read", "preprocess", "postprocess"]
     assert all(s.ms_per_pair > 0 and s.pairs == 2 for s in stages)
-    e2e = measure_end_to_end(folder, tiny.artifacts)
+    e2e = measure_end_to_end(files, tiny.artifacts, threads=1)
     assert len(e2e) == 2 and e2e[0].ms_per_pair > 0 and e2e[1].ms_per_pair >= e2e[0].ms_per_pair
-    assert "2 of 2 pairs" in e2e[0].note
+    assert "2 of 2 pairs" in e2e[0].note and "threads 1" in e2e[0].note
+
+
+def test_overhead_rows_time_the_selected_pairs_with_the_benchmark_threads(tiny, tmp_path):
+    """--limit/--split and --threads hold for the pre/post and medfuse-run rows as for the engines."""
+    from medfuse.benchmarks import suite
+    from medfuse.benchmarks.data import Selection
+    from medfuse.runtime.phantom import write_phantom_dataset
+
+    folder = write_phantom_dataset(tmp_path / "ph", n_cases=2, slices_per_case=2, size=64)  # 4 pairs
+    opts = suite.BenchOptions(artifacts=tiny.artifacts, data=folder, selection=Selection(limit=2), threads=1,
+                              engines=("onnxruntime-fp32",), batches=(1,), iters=1, warmup=0)
+    res = suite.run_suite(opts, ("latency",))
+    assert res.data.startswith("2 pairs") and [r["pairs"] for r in res.overhead] == [2] * 5
+    run_row = next(r for r in res.overhead if r["stage"].startswith("medfuse-run, fusing"))
+    assert "2 of 2 pairs" in run_row["note"] and "threads 1" in run_row["note"]
+
+
+def test_batches_are_deduplicated_and_checked():
+    from medfuse.benchmarks.cli import _ints
+    from medfuse.runtime.errors import MedfuseError
+
+    assert _ints("1,4,1,8,4", "--batches") == (1, 4, 8)
+    with pytest.raises(MedfuseError, match="positive"):
+        _ints("0,2", "--batches")
 
 
 @pytest.mark.gpu

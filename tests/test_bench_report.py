@@ -91,3 +91,29 @@ def test_report_without_a_model_scores_the_baselines_and_says_what_is_missing(tm
     assert [r["method"] for r in doc["quality"]] == list(BASELINES) and doc["latency"] == [] and doc["parity"] == []
     assert {s["name"] for s in doc["skipped"]} >= {"pytorch-*", "parity"}
     assert not (tmp_path / "latency.png").exists() and cv2.imread(str(tmp_path / "grid.png")) is not None
+
+
+def _bench(capsys, monkeypatch, *args) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", ["medfuse-bench", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    return exit_info.value.code, capsys.readouterr().err.strip()
+
+
+def test_report_into_a_file_is_refused_before_any_model_loads(tmp_path, monkeypatch, capsys):
+    garbage = tmp_path / "not-a-checkpoint.pt"
+    garbage.write_bytes(b"not a checkpoint")  # loading it would fail with another message
+    (tmp_path / "taken").write_text("")
+    code, err = _bench(capsys, monkeypatch, "report", "-o", tmp_path / "taken" / "sub", "-c", garbage)
+    assert code == 2 and "not a folder" in err and "taken" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["quality", "--split", "val"], "without --data"),
+    (["quality", "--limit", "1"], "without --data"),
+    (["quality", "--device", "gpu"], "--device must be"),
+    (["latency", "--split", "bogus", "--data", "."], "unknown --split"),
+])
+def test_selection_and_device_errors_before_work(tmp_path, monkeypatch, capsys, args, needle):
+    code, err = _bench(capsys, monkeypatch, *args)
+    assert code == 2 and needle in err and "\n" not in err

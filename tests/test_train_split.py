@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from medfuse.runtime.errors import MedfuseError
@@ -38,8 +40,9 @@ def test_without_regex_every_file_is_a_case():
 
 def test_zero_fraction_and_errors():
     assert split_by_case(HARVARD_NAMES, 0.0, HARVARD_CASE_REGEX, 0)[1] == []
-    with pytest.raises(MedfuseError, match="at least 2 cases"):
-        split_by_case(["16001.png", "16002.png"], 0.2, HARVARD_CASE_REGEX, 0)
+    with pytest.raises(MedfuseError, match="at least 2 cases") as too_few:
+        split_by_case(["16001.png", "16002.png"], 0.2, HARVARD_CASE_REGEX, 0, Path("scans/train"))
+    assert str(too_few.value).startswith("scans/train: ") and r"'^(\d{2})'" in str(too_few.value)
     with pytest.raises(MedfuseError, match="case-regex"):
         split_by_case(["brain.png", "16002.png"], 0.2, HARVARD_CASE_REGEX, 0)
 

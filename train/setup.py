@@ -40,7 +40,8 @@ def load_data(run: RunConfig, log: Log) -> DataSplit:
     if unpaired:
         log(f"skipped {len(unpaired)} unpaired file(s) (--skip-unpaired)")
     split_seed = t.seed if t.split_seed is None else t.split_seed
-    train_names, val_names = split_by_case([p.name for p in pairs], t.val_fraction, t.case_regex, split_seed)
+    train_names, val_names = split_by_case([p.name for p in pairs], t.val_fraction, t.case_regex, split_seed,
+                                            t.data)
     if t.limit_pairs:
         train_names = _spread(train_names, t.limit_pairs)
         val_names = _spread(val_names, max(1, round(t.limit_pairs * t.val_fraction))) if val_names else []

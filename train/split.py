@@ -24,7 +24,7 @@ def case_of(name: str, case_regex: str | None) -> str:
         return name
     match = re.search(case_regex, name)
     if match is None:
-        raise MedfuseError(f"file name does not match --case-regex {case_regex!r}", name)
+        raise MedfuseError(f"file name does not match --case-regex '{case_regex}'", name)
     return match.group(1) if match.groups() else match.group(0)
 
 
@@ -36,12 +36,13 @@ def group_by_case(names: Sequence[str], case_regex: str | None) -> dict[str, lis
 
 
 def split_by_case(
-    names: Sequence[str], val_fraction: float, case_regex: str | None, seed: int
+    names: Sequence[str], val_fraction: float, case_regex: str | None, seed: int, folder: Path | None = None
 ) -> tuple[list[str], list[str]]:
     """Hold out whole cases until at least `val_fraction` of the files are in validation.
 
     Deterministic for a seed: cases are sorted before the seeded shuffle, so the order of `names`
-    does not matter. With val_fraction 0 the validation list is empty.
+    does not matter. With val_fraction 0 the validation list is empty. `folder` (where the names
+    come from) is named in the error when there are too few cases.
     """
     if not 0 <= val_fraction < 1:
         raise MedfuseError(f"validation fraction must be in [0, 1), got {val_fraction}")
@@ -49,9 +50,10 @@ def split_by_case(
     if val_fraction == 0:
         return sorted(names), []
     if len(cases) < 2:
+        regex = "none: every file is a case" if case_regex is None else f"'{case_regex}'"
         raise MedfuseError(
             f"a validation split needs at least 2 cases, found {len(cases)} "
-            f"(check --case-regex {case_regex!r} or set --val-fraction 0)"
+            f"(--case-regex {regex}; or set --val-fraction 0)", folder
         )
     order = sorted(cases)
     random.Random(seed).shuffle(order)
