@@ -15,6 +15,15 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def _tensorrt_version() -> str | None:
+    """The importable tensorrt module's version, whichever wheel (tensorrt, -cu12, -cu13, -lean) put it there."""
+    try:
+        import tensorrt
+    except Exception:  # not installed, or installed without its CUDA libraries
+        return None
+    return getattr(tensorrt, "__version__", None)
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -64,6 +73,6 @@ def machine_info() -> dict:
         "torch": _version("torch"),
         "onnxruntime": _version("onnxruntime") or _version("onnxruntime-gpu"),
         "onnxruntime_providers": ", ".join(available_providers()) or None,
-        "tensorrt": _version("tensorrt") or _version("tensorrt-cu12"),
+        "tensorrt": _tensorrt_version(),
         "pywavelets": _version("PyWavelets"),
     }

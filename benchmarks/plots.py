@@ -30,8 +30,12 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def latency_chart(rows: Sequence[dict], path: Path) -> Path:
-    """p50 per call for each engine (groups) and batch (bars), with p10-p90 error bars; log scale."""
+def latency_chart(rows: Sequence[dict], path: Path, machine: str = "") -> Path:
+    """p50 per call for each engine (groups) and batch (bars), with p10-p90 error bars.
+
+    A linear axis from zero: bar heights compare as the times do (on a log axis a bar half as
+    tall reads as many times faster). `machine` names where it ran, in the title.
+    """
     plt = _pyplot()
     engines = list(dict.fromkeys(r["engine"] for r in rows))
     batches = sorted({r["batch"] for r in rows})
@@ -45,9 +49,9 @@ def latency_chart(rows: Sequence[dict], path: Path) -> Path:
         hi = np.array([got[e]["p90_ms"] for e in engines if e in got]) - p50
         ax.bar(x, p50, width, yerr=[lo, hi], capsize=3, label=f"batch {batch}", color=MODEL_COLOURS[j % 7])
     ax.set_xticks(range(len(engines)), engines, rotation=20, ha="right")
-    ax.set_yscale("log")
+    ax.set_ylim(bottom=0)
     ax.set_ylabel("ms per call (p50, bars p10-p90)")
-    ax.set_title("Latency per engine and batch")
+    ax.set_title("Latency per engine and batch" + (f"\n{machine}" if machine else ""), fontsize=10)
     ax.legend()
     return _save(fig, path)
 

@@ -49,6 +49,23 @@ def _section(title: str, table: tables.Table, note: str = "") -> list[str]:
     return out + ([tables.markdown(table), ""] if table[1] else ["(no rows)", ""])
 
 
+def _model_lines(model: dict) -> list[str]:
+    """Which checkpoint and artifacts were measured, by path and sha256 (first 12 hex digits)."""
+    out = []
+    if model.get("checkpoint"):
+        out.append(f"- checkpoint `{model['checkpoint']}`, sha256 {model['checkpoint_sha256'][:12]}")
+    if model.get("artifacts"):
+        source = model.get("artifacts_from_checkpoint_sha256")
+        if not source:
+            origin = "no manifest.json names their checkpoint"
+        elif model.get("checkpoint_sha256") and source != model["checkpoint_sha256"]:
+            origin = f"exported from another checkpoint (sha256 {source[:12]})"
+        else:
+            origin = f"exported from checkpoint sha256 {source[:12]}"
+        out.append(f"- artifacts `{model['artifacts']}`, {origin}")
+    return (["## Model", "", *out, ""]) if out else []
+
+
 def render_markdown(doc: dict, images: list[str]) -> str:
     s = doc["settings"]
     lines = [
@@ -56,6 +73,7 @@ def render_markdown(doc: dict, images: list[str]) -> str:
         f"Generated {doc['generated']} by `medfuse-bench report` (medfuse {doc['machine']['medfuse']}) "
         f"on {doc['data']}.", "",
     ]
+    lines += _model_lines(s.get("model", {}))
     lines += _section("Machine and versions", (["item", "value"], [[k, str(v)] for k, v in doc["machine"].items()]))
     engines = [[e["name"], e["device"], "ran"] for e in doc["engines"]]
     engines += [[k["name"], "-", f"skipped: {k['reason']}"] for k in doc["skipped"]]
@@ -99,6 +117,13 @@ def check_output_folder(out_dir: Path) -> None:
             return
 
 
+def _machine_line(doc: dict) -> str:
+    """Where the latency was measured, in one line: the CPU (and GPU), and the threads used."""
+    m = doc["machine"]
+    where = m["cpu"] + (f" + {m['gpu']}" if m.get("gpu") else "")
+    return f"{where}; {doc['settings']['threads']} CPU threads"
+
+
 def write_report(out_dir: Path, res: SuiteResult, machine: dict) -> list[Path]:
     """Write every report file into `out_dir` (created); returns the paths written."""
     out_dir = Path(out_dir)
@@ -107,7 +132,7 @@ def write_report(out_dir: Path, res: SuiteResult, machine: dict) -> list[Path]:
     doc = results_document(res, machine, generated_now())
     written: list[Path] = []
     if doc["latency"]:
-        written.append(plots.latency_chart(doc["latency"], out_dir / LATENCY_PNG))
+        written.append(plots.latency_chart(doc["latency"], out_dir / LATENCY_PNG, _machine_line(doc)))
     if doc["quality"]:
         written.append(plots.quality_chart(doc["quality"], out_dir / QUALITY_PNG))
     if res.examples:

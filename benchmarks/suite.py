@@ -109,6 +109,21 @@ def _quality(opts: BenchOptions, found: EngineSet, pairs, res: SuiteResult, prog
     res.examples = out.examples
 
 
+def model_identity(checkpoint: Path | None, artifacts: Path | None) -> dict:
+    """Which model the figures are of: file paths and checksums, and whether the artifacts were
+    exported from this checkpoint (their manifest.json names its sha256)."""
+    from medfuse.runtime.checksum import sha256_file
+    from medfuse.runtime.model_dir import open_model_dir
+
+    out: dict = {}
+    if checkpoint is not None:
+        out |= {"checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint)}
+    if artifacts is not None:
+        manifest = open_model_dir(artifacts).manifest or {}
+        out |= {"artifacts": str(artifacts), "artifacts_from_checkpoint_sha256": manifest.get("checkpoint_sha256")}
+    return out
+
+
 def run_suite(opts: BenchOptions, sections: Sequence[str] = SECTIONS, progress: Progress = no_progress) -> SuiteResult:
     unknown = set(sections) - set(SECTIONS)
     if unknown:
@@ -119,7 +134,7 @@ def run_suite(opts: BenchOptions, sections: Sequence[str] = SECTIONS, progress: 
     res.settings = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in opts.__dict__.items() if k != "selection"},
                     **{f"selection_{k}": v for k, v in opts.selection.__dict__.items()},
                     "input_size": found.preprocess.input_size, "threads": found.threads,
-                    "copies": latency.COPIES_NOTE}
+                    "copies": latency.COPIES_NOTE, "model": model_identity(opts.checkpoint, opts.artifacts)}
     res.engines = [{"name": e.name, "precision": e.precision, "device": e.device} for e in found.engines]
     res.skipped = [{"name": s.name, "reason": s.reason} for s in found.skipped]
     try:

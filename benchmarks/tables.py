@@ -51,14 +51,14 @@ def stage_table(rows: Sequence[dict]) -> Table:
 
 
 def parity_table(rows: Sequence[dict]) -> Table:
-    head = ["engine", "precision", "max abs", "mean abs", "PSNR dB", "NaN/Inf", "tolerance (max / mean / PSNR)",
+    head = ["engine", "precision", "pairs", "max abs", "mean abs", "PSNR dB", "NaN/Inf", "tolerance (max / mean / PSNR)",
             *[f"d{m}" for m in PARITY_DELTAS], "result"]
     body = []
     for r in rows:
         tol = f"{r['tol_max_abs']:g} / {r['tol_mean_abs']:g} / {r['tol_min_psnr']:g}"
         psnr = "inf" if r["psnr"] is None else num(r["psnr"], 1)
         deltas = [num(r.get(f"delta_{m}"), 4) for m in PARITY_DELTAS]
-        body.append([r["engine"], r["precision"], sci(r["max_abs"]), sci(r["mean_abs"]), psnr, str(r["nonfinite"]),
+        body.append([r["engine"], r["precision"], str(r["samples"]), sci(r["max_abs"]), sci(r["mean_abs"]), psnr, str(r["nonfinite"]),
                      tol, *deltas, "pass" if r["passed"] else "FAIL"])
     return head, body
 

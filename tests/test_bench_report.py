@@ -45,7 +45,7 @@ def test_results_json_has_one_named_record_per_row(report_dir):
     assert any(r["stage"].startswith("medfuse-run") for r in doc["overhead"])
 
 
-def test_report_md_tables(report_dir):
+def test_report_md_tables(report_dir, tiny):
     md = (report_dir / "report.md").read_text()
     for heading in ("## Machine and versions", "## Latency", "## Parity against PyTorch fp32", "## Fusion quality"):
         assert heading in md
@@ -57,6 +57,9 @@ def test_report_md_tables(report_dir):
     assert "data_range = 255" in md  # the SSIM choice is visible
     assert "tensorrt" in md and "skipped" in md  # says what did not run here, and why
     assert "![grid](grid.png)" in md
+    assert "## Model" in md and f"checkpoint `{tiny.checkpoint}`" in md  # which model the figures are of
+    assert f"artifacts `{tiny.artifacts}`, exported from checkpoint sha256" in md
+    assert "| onnxruntime-int8 | int8 | 2 |" in md  # parity says how many pairs it compared
 
 
 @pytest.mark.parametrize("name, min_w, min_h", [("latency.png", 400, 250), ("quality.png", 800, 300),
