@@ -57,7 +57,9 @@ def split_pairs(pairs: list, calibration: int, parity: int) -> tuple[list, list]
     return pairing.spread(rest, calibration), check
 
 
-def load_arrays(pairs: list[tuple[Path, Path]], cfg: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
+def load_arrays(pairs: list[tuple[Path, Path]], cfg: PreprocessConfig,
+                modality_pair: str = "ct-mri") -> tuple[np.ndarray, np.ndarray]:
+    """Real pairs prepared as the model's runtime will prepare them (a PET/SPECT image: its luma)."""
     from medfuse.runtime.io import read_image
 
-    return stack([prepare_pair(read_image(ct), read_image(mri), cfg) for ct, mri in pairs])
+    return stack([prepare_pair(read_image(ct), read_image(mri), cfg, modality_pair) for ct, mri in pairs])

@@ -80,9 +80,9 @@ def load(ctx: Context, real_pairs: list[tuple[Path, Path]]) -> None:
     if real_pairs:
         calib, parity = pairs.split_pairs(real_pairs, ctx.request.calib_pairs, ctx.request.parity_pairs)
         if ctx.request.int8:
-            ctx.calib_ct, ctx.calib_mri = pairs.load_arrays(calib, ctx.preprocess_config)
+            ctx.calib_ct, ctx.calib_mri = pairs.load_arrays(calib, ctx.preprocess_config, ctx.modality_pair)
         if parity:
-            real_ct, real_mri = pairs.load_arrays(parity, ctx.preprocess_config)
+            real_ct, real_mri = pairs.load_arrays(parity, ctx.preprocess_config, ctx.modality_pair)
             ct, mri = np.concatenate([ct, real_ct]), np.concatenate([mri, real_mri])
             ctx.inputs_text += f" + {len(parity)} real pairs from {ctx.request.calib_dir}"
     ctx.ct, ctx.mri = ct, mri
