@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from medfuse.benchmarks import plots, tables
 from medfuse.benchmarks.suite import SuiteResult
 from medfuse.runtime.atomic import atomic_output
 from medfuse.runtime.errors import MedfuseError
+from medfuse.runtime.json_safe import json_safe
 
 SCHEMA = "medfuse-bench-report/1"
 REPORT_MD, RESULTS_JSON = "report.md", "results.json"
@@ -27,19 +27,8 @@ METRIC_NOTE = ("Metrics on 8-bit gray (colour on BT.601 luma), as the CDDFuse ev
                "Each figure is the mean over the pairs.")
 
 
-def _json_safe(value):
-    """JSON has no NaN/Infinity: such floats become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def results_document(res: SuiteResult, machine: dict, generated: str) -> dict:
-    return _json_safe({"schema": SCHEMA, "generated": generated, "machine": machine, **res.to_json()})
+    return json_safe({"schema": SCHEMA, "generated": generated, "machine": machine, **res.to_json()})
 
 
 def _section(title: str, table: tables.Table, note: str = "") -> list[str]:

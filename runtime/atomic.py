@@ -14,12 +14,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from medfuse.runtime.errors import MedfuseError
+
 
 def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+    """Best effort: a cleanup that fails (read-only folder) must not hide the error that caused it."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def discard(path: str | os.PathLike) -> None:
+    """Remove a finished output (file or folder) that must not stay, e.g. half of a pair's outputs."""
+    _remove(Path(path))
 
 
 @contextmanager
@@ -31,13 +42,19 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     a folder wholesale); on any exception it is removed and the exception propagates.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".tmp-{secrets.token_hex(4)}-{target.name}"
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"nothing was written to the temporary path for {target}")
         _replace(tmp, target)
+    except OSError as err:
+        _remove(tmp)
+        if err.errno is None:  # not the filesystem's answer: a bug, shown as one
+            raise
+        # The user's problem (disk full, read-only, permissions), named by the final path, not the temporary.
+        raise MedfuseError(f"could not be written ({err.strerror})", target) from err
     except BaseException:
         _remove(tmp)
         raise

@@ -7,6 +7,8 @@ OpenCV and the engine libraries load when a command runs. Human messages go to s
 
 from __future__ import annotations
 
+import math
+
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -90,6 +92,8 @@ def parse_window(window: str | None, preset: str | None) -> tuple[float, float] 
         center, width = (float(v) for v in window.split(","))
     except ValueError:
         raise MedfuseError(f"--window takes CENTRE,WIDTH in HU (e.g. 40,400), got {window!r}") from None
+    if not (math.isfinite(center) and math.isfinite(width)):
+        raise MedfuseError(f"--window takes finite numbers, got {window!r}")
     if width <= 0:
         raise MedfuseError(f"--window width must be positive, got {width:g}")
     return center, width

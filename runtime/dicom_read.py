@@ -104,6 +104,8 @@ def read_dicom_file(path: Path, *, slice_index: int | None = None, volume: bool 
     if _frames(ds) == 1:
         if volume:
             raise MedfuseError("is a single 2D DICOM image, not a volume; give the series folder instead", path)
+        if slice_index not in (None, 0):
+            raise MedfuseError(f"is a single 2D DICOM image; it has no slice {slice_index}", path)
         return _image(path, ds, values, [ds], spacing=spacing)
     if volume:
         thickness = float(ds.get("SpacingBetweenSlices", ds.get("SliceThickness", 1.0)) or 1.0)

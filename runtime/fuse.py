@@ -50,7 +50,11 @@ class Fuser:
             chunk = prepared[i:i + step]
             feeds = {"ct": np.stack([p.ct for p in chunk]), "mri": np.stack([p.mri for p in chunk])}
             outs.append(self.runner.infer(feeds)["fused"])
-        return np.concatenate(outs)
+        fused = np.concatenate(outs)
+        if not np.isfinite(fused).all():  # would be written as black without a word
+            raise MedfuseError("the model's output has NaN or infinite values: the model file may be damaged or "
+                               "the inputs far outside what it was trained on", self.runner.path)
+        return fused
 
 
 @dataclass
@@ -201,6 +205,22 @@ def write_fused_image(path: Path, rgb: np.ndarray, ct: MedicalImage, mri: Medica
         io.write_png(path, rgb)
 
 
+def write_together(writes: list[tuple[Path, Callable[[Path], None]]]) -> None:
+    """Write each (path, writer) in turn; when one fails, remove the ones this call wrote, so a job
+    never ends half done (a fused image without its figure, or the reverse)."""
+    from medfuse.runtime.atomic import discard
+
+    done: list[Path] = []
+    try:
+        for path, write in writes:
+            write(path)
+            done.append(path)
+    except BaseException:
+        for path in done:
+            discard(path)
+        raise
+
+
 class PairWork:
     """load/save/fail of pair jobs (PairJob) for run_pipeline."""
 
@@ -220,12 +240,13 @@ class PairWork:
 
         ct, mri, prepared = state
         rgb = fused_image(prepared, fused)
-        write_fused_image(job.output, rgb, ct, mri)
         outcome = Outcome(job.name, job.output)
+        writes = [(job.output, lambda path: write_fused_image(path, rgb, ct, mri))]
         side = self._side_path(job)
         if side is not None:
-            io.write_png(side, side_by_side(prepared, rgb))
+            writes.append((side, lambda path: io.write_png(path, side_by_side(prepared, rgb))))
             outcome.extra["side_by_side"] = str(side)
+        write_together(writes)
         if self.options.metrics:
             outcome.metrics = pair_metrics(prepared, rgb, fused)
         return outcome
@@ -306,13 +327,15 @@ def fuse_volume(fuser: Fuser, ct_path: Path, mri_path: Path, out: Path, options:
     failed = [s for s in slices if not s.ok]
     if failed:
         raise MedfuseError(f"{len(failed)} of {ct.depth} slices failed, first {failed[0].name}: {failed[0].error}")
-    write_volume(out, work.fused, ct, mri)
     outcome = Outcome(f"{ct_path.name} + {mri_path.name}", out,
                       extra={"slices": ct.depth, "seconds": round(time.perf_counter() - started, 3)})
     middle = min(work.keep)
+    writes = [(out, lambda path: write_volume(path, work.fused, ct, mri))]
     if options.side_by_side is not None:
-        io.write_png(options.side_by_side, side_by_side(work.prepared[middle], work.fused[middle]))
+        figure = side_by_side(work.prepared[middle], work.fused[middle])
+        writes.append((options.side_by_side, lambda path: io.write_png(path, figure)))
         outcome.extra["side_by_side"] = str(options.side_by_side)
+    write_together(writes)
     if options.metrics:
         outcome.metrics = pair_metrics(work.prepared[middle], work.fused[middle])
         outcome.extra["metrics_slice"] = middle

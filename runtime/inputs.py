@@ -15,6 +15,7 @@ one SeriesInstanceUID. Folders of pairs are matched by relative path without suf
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,10 +128,21 @@ class Matching:
     unpaired: list[Path]  # files present on one side only
 
 
+def _keyed(folder: Path) -> dict[str, Path]:
+    """Files of a folder by pair key; two files with one key (a.png and a.jpg) are ambiguous."""
+    out: dict[str, Path] = {}
+    for path in _visible_files(folder, recursive=True):
+        key = pair_key(path.relative_to(folder))
+        if key in out:
+            raise MedfuseError(f"{out[key].name} and {path.name} have the same name without suffix, so which one "
+                               "pairs is ambiguous; keep one", path.parent)
+        out[key] = path
+    return out
+
+
 def match_folders(ct_dir: Path, mri_dir: Path, out_dir: Path, suffix: str = ".png") -> Matching:
     """Pairs by relative path without suffix; a MedfuseError when no name is shared."""
-    ct = {pair_key(p.relative_to(ct_dir)): p for p in _visible_files(ct_dir, recursive=True)}
-    mri = {pair_key(p.relative_to(mri_dir)): p for p in _visible_files(mri_dir, recursive=True)}
+    ct, mri = _keyed(ct_dir), _keyed(mri_dir)
     shared = sorted(set(ct) & set(mri))
     if not shared:
         raise MedfuseError(f"CT folder {ct_dir} ({len(ct)} files) and MRI folder {mri_dir} ({len(mri)} files) "
@@ -150,3 +162,63 @@ def refuse_existing(paths: list[Path], overwrite: bool) -> None:
     if existing:
         raise MedfuseError(f"{len(existing)} outputs already exist (first: {existing[0]}); "
                            "pass --overwrite to replace them")
+
+
+# ------------------------------------------------------------------------------ outputs
+def _inside(path: Path, folder: Path) -> bool:
+    """`path` is `folder` or somewhere under it (after resolving links and '..')."""
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def refuse_unsafe_outputs(mode: str, ct: Path, mri: Path, out: Path, side_by_side: Path | None) -> None:
+    """Outputs that would destroy or mix with inputs or each other, or are of the wrong kind:
+    refused before any model loads, whatever --overwrite says."""
+    for source in (ct, mri):
+        if _inside(source, out) and (mode == "volume" or out.resolve() == source.resolve()):
+            raise MedfuseError(f"is (or holds) the input {source}; writing there would replace it", out)
+        if source.is_dir() and _inside(out, source):
+            raise MedfuseError(f"is inside the input folder {source}; name an output outside the inputs", out)
+    wants_folder = mode == "folder" or (mode == "volume" and output_kind(out) == "folder")
+    if out.exists() and out.is_dir() != wants_folder:
+        what = "a folder" if wants_folder else "a file"
+        raise MedfuseError(f"exists and is not {what}, which this output must be", out)
+    if mode == "volume" and wants_folder and out.is_dir():
+        _refuse_foreign_folder(out)
+    if side_by_side is not None:
+        _check_side_by_side(mode, out, side_by_side)
+
+
+def _refuse_foreign_folder(out: Path) -> None:
+    """A DICOM series output replaces its folder whole: only an older series may be there."""
+    if out.resolve() == Path.cwd().resolve():
+        raise MedfuseError("is the current folder; a DICOM series output replaces its whole folder", out)
+    other = [p for p in out.iterdir() if not p.name.startswith(".") and (p.is_dir() or not _is_dicom_file(p))]
+    if other:
+        raise MedfuseError(f"holds {other[0].name}, which is not part of a DICOM series; a series output replaces "
+                           "the whole folder, so name a new folder", out)
+
+
+def _check_side_by_side(mode: str, out: Path, side: Path) -> None:
+    if mode == "folder":
+        if side.resolve() == out.resolve():
+            raise MedfuseError("--side-by-side is the output folder; its figures would replace the fused images", side)
+        return
+    if side.suffix.lower() != ".png":
+        raise MedfuseError("--side-by-side writes a PNG figure; name it .png", side)
+    if side.resolve() == out.resolve():
+        raise MedfuseError("--side-by-side is the fused output itself; name another file", side)
+
+
+def refuse_unwritable(paths: list[Path]) -> None:
+    """Each output's nearest existing folder must be writable (read-only mounts, permissions)."""
+    checked: set[Path] = set()
+    for path in paths:
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if folder in checked:
+            continue
+        checked.add(folder)
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            raise MedfuseError(f"cannot write {path} here (read-only or no permission)", folder)

@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from .dicom_write import write_dicom_secondary_capture, write_dicom_series
+from .errors import MedfuseError
 from .image import MedicalImage
 from .readers import SUPPORTED, find_reader
 from .writers import write_nifti, write_png
@@ -31,10 +34,20 @@ def read_image(path: str | os.PathLike, *, axis: int = 2, slice_index: int | Non
     """Read one 2D image. For a 3D NIfTI, the slice `slice_index` (default: the middle one) along
     voxel `axis`; for a DICOM series folder or multi-frame file, that slice in slice order."""
     path = Path(path)
-    return find_reader(path).read(path, axis=axis, slice_index=slice_index)
+    return _finite(find_reader(path).read(path, axis=axis, slice_index=slice_index))
 
 
 def read_volume(path: str | os.PathLike) -> MedicalImage:
     """Read a 3D volume, (D, H, W) with D along NIfTI voxel axis 2 or in DICOM slice order."""
     path = Path(path)
-    return find_reader(path).read_volume(path)
+    return _finite(find_reader(path).read_volume(path))
+
+
+def _finite(img: MedicalImage) -> MedicalImage:
+    """Refuse NaN/Inf pixels (float TIFF, NIfTI masked with NaN): every later step would turn them
+    into black or into garbage without a word."""
+    bad = int(img.pixels.size - np.count_nonzero(np.isfinite(img.pixels)))
+    if bad:
+        raise MedfuseError(f"{bad} of {img.pixels.size} pixel values are NaN or infinite; replace them "
+                           "(e.g. by the background value) before fusing", img.path)
+    return img

@@ -110,6 +110,18 @@ def _scan(root: Path, source: str) -> ModelDir:
     return ModelDir(root, source, onnx, plan, plan_info, manifest)
 
 
+def verify_onnx(model: ModelDir, path: Path) -> None:
+    """Refuse an ONNX file whose bytes differ from the sha256 its manifest.json recorded at export:
+    damaged weights still load and run, and fuse to a black or noisy image without any error."""
+    from medfuse.runtime.checksum import sha256_file
+
+    listed = {a.get("file"): a.get("sha256") for a in (model.manifest or {}).get("artifacts", [])}
+    expected = listed.get(path.name) if path.parent == model.root else None
+    if expected and path.is_file() and sha256_file(path) != expected:
+        raise MedfuseError("differs from the sha256 manifest.json recorded at export (damaged, or replaced by "
+                           "another export): export it again", path)
+
+
 def onnx_precision_from_name(path: Path) -> str:
     for precision, name in ONNX_FILES.items():
         if precision != "fp32" and path.name.endswith(name.removeprefix("model")):

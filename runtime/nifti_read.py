@@ -74,6 +74,8 @@ def read_nifti(path: Path, *, axis: int = 2, slice_index: int | None = None) -> 
     """A 2D NIfTI as it is, or slice `slice_index` (default: the middle) along voxel `axis` of a 3D one."""
     nifti = _load(path)
     if nifti.spatial == 2:
+        if slice_index not in (None, 0):
+            raise MedfuseError(f"is a 2D NIfTI image; it has no slice {slice_index}", path)
         return nifti.image(path, nifti.data, nifti.zooms)
     if axis not in (0, 1, 2):
         raise MedfuseError(f"axis must be 0, 1 or 2 for a 3D NIfTI, got {axis}", path)

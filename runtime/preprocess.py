@@ -133,13 +133,24 @@ def _stretch(x: np.ndarray) -> np.ndarray:
     return np.zeros_like(x) if hi <= lo else (x - lo) / np.float32(hi - lo)
 
 
-def ct_to_unit(ct: MedicalImage, cfg: PreprocessConfig) -> np.ndarray:
+def is_coloured(rgb: np.ndarray) -> bool:
+    """RGB whose channels differ (a colour map, a screenshot), not gray saved as colour; JPEG's
+    blurred chroma stays under the tolerance."""
+    spread = float(np.abs(rgb - rgb.mean(axis=-1, keepdims=True)).mean())
+    return spread > GRAY_TOLERANCE * max(float(np.ptp(rgb)), 1e-6)
+
+
+def ct_to_unit(ct: MedicalImage, cfg: PreprocessConfig, colour_ok: bool = False) -> np.ndarray:
     """A CT image -> (H, W) float32 in [0, 1].
 
     HU input is windowed. 8-bit files are already windowed for display (Harvard PNGs), so /255.
     Other depths (16-bit PNG/TIFF, non-HU DICOM) carry no standard scale and are stretched
-    min..max. RGB CT is reduced to its luma.
+    min..max. RGB CT that is gray saved as colour is reduced to its luma; a coloured one is refused
+    unless `colour_ok` (pretraining's visible image, reduced to its luma by design).
     """
+    if ct.is_rgb and not colour_ok and is_coloured(ct.pixels):
+        raise MedfuseError("the CT is a colour image; a CT-MRI model takes grayscale CT (is it a PET/SPECT map? "
+                           "fuse it with a pet-mri or spect-mri model)", ct.path)
     pixels = _luma(ct.pixels) if ct.is_rgb else ct.pixels
     if ct.is_hu:
         return window_ct(pixels, cfg.ct_window_center, cfg.ct_window_width)
@@ -157,11 +168,9 @@ def mri_to_unit(mri: MedicalImage, cfg: PreprocessConfig) -> np.ndarray:
     """
     pixels = mri.pixels
     if mri.is_rgb:
-        gray = pixels.mean(axis=-1)
-        spread = float(np.abs(pixels - gray[..., None]).mean())
-        if spread > GRAY_TOLERANCE * max(float(np.ptp(pixels)), 1e-6):
+        if is_coloured(pixels):
             raise MedfuseError("the MRI is a colour image; MRI input must be grayscale (is it a PET/SPECT map?)", mri.path)
-        pixels = gray
+        pixels = pixels.mean(axis=-1)
     return normalize_mri(pixels, cfg.mri_percentile_low, cfg.mri_percentile_high)
 
 
@@ -204,19 +213,38 @@ def check_pair_geometry(ct: MedicalImage, mri: MedicalImage) -> None:
         raise _pair_error(ct, mri, "differ in DICOM ImageOrientationPatient")
 
 
+# DICOM Modality values each input of a pair may have; other known ones mean the wrong file.
+EXPECTED_MODALITIES = {"ct-mri": ({"CT"}, {"MR"}), "pet-mri": ({"PT"}, {"MR"}), "spect-mri": ({"NM", "ST"}, {"MR"})}
+KNOWN_MODALITIES = {"CT", "MR", "PT", "NM", "ST"}
+
+
+def check_pair_modalities(first: MedicalImage, mri: MedicalImage, modality_pair: str) -> None:
+    """Refuse DICOM inputs whose Modality says they are in the wrong place (swapped arguments, a
+    CT given to a PET model). Unknown or missing modalities (PNG, NIfTI, 'OT') are not judged."""
+    expected = EXPECTED_MODALITIES.get(modality_pair)
+    if expected is None:
+        return
+    roles = (modality_pair.split("-")[0].upper(), "MRI")
+    for img, allowed, role in ((first, expected[0], roles[0]), (mri, expected[1], roles[1])):
+        found = (img.modality or "").upper()
+        if found in KNOWN_MODALITIES and found not in allowed:
+            raise MedfuseError(f"is a DICOM {found} image but was given as the {role} input of a {modality_pair} "
+                               "model (arguments swapped?)", img.path)
+
+
 def _orientation(img: MedicalImage) -> np.ndarray | None:
     if not img.datasets or "ImageOrientationPatient" not in img.datasets[0]:
         return None
     return np.asarray(img.datasets[0].ImageOrientationPatient, dtype=np.float64)
 
 
-def _first_to_unit(img: MedicalImage, cfg: PreprocessConfig,
-                   modality_pair: str) -> tuple[np.ndarray, np.ndarray | None]:
+def _first_to_unit(img: MedicalImage, cfg: PreprocessConfig, modality_pair: str,
+                   colour_ok: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """The first image of a pair in [0, 1], and for a functional pair the chroma to restore."""
     from .modality import is_functional  # noqa: PLC0415 (functional.py imports this module)
 
     if not is_functional(modality_pair):
-        return ct_to_unit(img, cfg), None
+        return ct_to_unit(img, cfg, colour_ok), None
     from .color import split_luma_chroma  # noqa: PLC0415
     from .functional import functional_rgb  # noqa: PLC0415
 
@@ -224,14 +252,17 @@ def _first_to_unit(img: MedicalImage, cfg: PreprocessConfig,
 
 
 def prepare_pair(ct: MedicalImage, mri: MedicalImage, cfg: PreprocessConfig,
-                 modality_pair: str = "ct-mri") -> PreparedPair:
+                 modality_pair: str = "ct-mri", colour_first: bool = False) -> PreparedPair:
     """Check a registered 2D pair and turn it into model input (CT 3 channels, MRI 1).
 
     For a functional pair (pet-mri, spect-mri) `ct` is the PET/SPECT image: its luma takes the
     CT's place and its chroma is kept in `PreparedPair.chroma` for `to_uint8_image`.
+    `colour_first`: the first image may be colour and is reduced to its luma (visible-infrared
+    pretraining); otherwise a coloured CT is refused.
     """
     check_pair_geometry(ct, mri)
-    (ct01, chroma), mri01 = _first_to_unit(ct, cfg, modality_pair), mri_to_unit(mri, cfg)
+    check_pair_modalities(ct, mri, modality_pair)
+    (ct01, chroma), mri01 = _first_to_unit(ct, cfg, modality_pair, colour_first), mri_to_unit(mri, cfg)
     if cfg.clahe:
         ct01 = apply_clahe(ct01, cfg.clahe_clip_limit, cfg.clahe_tile_grid)
         mri01 = apply_clahe(mri01, cfg.clahe_clip_limit, cfg.clahe_tile_grid)

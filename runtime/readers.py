@@ -61,6 +61,9 @@ class RasterReader:
         return head.startswith(self.signatures)
 
     def read(self, path: Path, *, axis: int = 2, slice_index: int | None = None) -> MedicalImage:
+        if slice_index is not None:
+            raise MedfuseError(f"is a 2D {self.name} image; --slice picks a slice of a NIfTI volume or DICOM series",
+                               path)
         # imdecode from bytes, not imread: imread fails silently on some non-ASCII paths.
         raw = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_UNCHANGED)
         if raw is None:

@@ -48,6 +48,7 @@ def _plan(req: Request) -> tuple[str, inputs.Matching | None]:
     mode = inputs.detect_mode(req.ct, req.mri, req.output)
     if req.slice_index is not None and mode != "pair":
         raise MedfuseError("--slice picks one slice for a 2D output; name a .png or .dcm output to use it")
+    inputs.refuse_unsafe_outputs(mode, req.ct, req.mri, req.output, req.side_by_side)
     matching = None
     targets = [req.output]
     if mode == "folder":
@@ -58,13 +59,14 @@ def _plan(req: Request) -> tuple[str, inputs.Matching | None]:
     elif req.side_by_side is not None:
         targets.append(req.side_by_side)
     inputs.refuse_existing(targets, req.overwrite)
+    inputs.refuse_unwritable(targets)
     return mode, matching
 
 
 def _load(req: Request, mode: str, say):
     """Model folder -> (choice, active runner, preprocessing config, modality pair, model folder)."""
     from medfuse.runtime.cli_support import preprocess_for
-    from medfuse.runtime.model_dir import modality_pair, open_model_dir
+    from medfuse.runtime.model_dir import modality_pair, open_model_dir, verify_onnx
     from medfuse.runtime.selection import choose, make_runner, probe
 
     model = open_model_dir(req.model)
@@ -72,6 +74,8 @@ def _load(req: Request, mode: str, say):
     say(f"backend: {choice.describe()}")
     # pipelined modes share the cores with decoding and writing: no spinning
     runner = make_runner(choice, model, spin=mode == "pair", threads=req.threads)
+    if runner.path.suffix == ".onnx":  # a plan is checked against its own sidecar when it loads
+        verify_onnx(model, runner.path)
     runner.activate()
     try:
         cfg = preprocess_for(runner, model, req.window, req.clahe, say)
@@ -149,6 +153,9 @@ def _report(summary: dict, console, json_output: bool) -> None:
     from medfuse.runtime.cli_support import print_summary
 
     if json_output:
-        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        from medfuse.runtime.json_safe import json_safe
+
+        # a flat image's PSNR is infinite: null, since strict JSON parsers refuse Infinity
+        sys.stdout.write(json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
         sys.stdout.flush()
     print_summary(summary, console)

@@ -103,3 +103,20 @@ def test_copy_where_the_filesystem_has_no_hard_links(tmp_path, monkeypatch):
     assert not (tmp_path / "best.pt").samefile(tmp_path / "last.pt")
     assert (tmp_path / "best.pt").read_text() == "epoch 1"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
+
+
+def test_a_filesystem_error_names_the_output_not_its_temporary(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from medfuse.runtime.errors import MedfuseError
+
+    def read_only(src, dst):
+        raise OSError(errno.EROFS, "Read-only file system", str(src))
+
+    monkeypatch.setattr(os, "replace", read_only)
+    with pytest.raises(MedfuseError) as raised:
+        write_png(tmp_path / "fused.png", np.zeros((4, 4), np.uint8))
+    message = str(raised.value)
+    assert message.startswith(f"{tmp_path / 'fused.png'}: ") and "Read-only file system" in message
+    assert ".tmp-" not in message and not any(tmp_path.iterdir())

@@ -273,3 +273,166 @@ def test_help_lists_the_options():
     for option in ("--model", "--backend", "--precision", "--batch-size", "--window", "--window-preset", "--clahe",
                    "--side-by-side", "--metrics", "--json", "--overwrite"):
         assert option in done.stdout
+
+
+# ------------------------------------------------------------------------------ refused before harm
+def _pair(phantom_dir, name="01001.png") -> tuple[Path, Path]:
+    return phantom_dir / "CT" / name, phantom_dir / "MRI" / name
+
+
+def _one_line_error(code: int, err: str, needle: str) -> None:
+    assert code == 2 and needle in err and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_nan_pixels_are_refused_naming_the_file(capsys, tmp_path, model, phantom_dir):
+    ct = io.read_image(_pair(phantom_dir)[0]).pixels.astype(np.float32)
+    ct[10, 10] = np.nan
+    bad = tmp_path / "ct.tiff"
+    cv2.imwrite(str(bad), ct)
+    code, _, err = medfuse_run(capsys, bad, _pair(phantom_dir)[1], "-o", tmp_path / "f.png", "--model", model)
+    _one_line_error(code, err, "NaN or infinite")
+    assert str(bad) in err and not (tmp_path / "f.png").exists()
+
+
+def test_damaged_onnx_weights_are_refused_by_the_manifest_checksum(capsys, tmp_path, model, phantom_dir):
+    damaged = tmp_path / "m"
+    shutil.copytree(model, damaged)
+    onnx = damaged / "model.onnx"
+    data = bytearray(onnx.read_bytes())
+    data[-16:] = b"\xff" * 16  # the weights' bytes: the file still parses and runs
+    onnx.write_bytes(bytes(data))
+    code, _, err = medfuse_run(capsys, *_pair(phantom_dir), "-o", tmp_path / "f.png", "--model", damaged)
+    _one_line_error(code, err, "sha256")
+    assert not (tmp_path / "f.png").exists()
+
+
+def test_non_finite_engine_output_fails_instead_of_writing_black():
+    from medfuse.runtime.errors import MedfuseError
+    from medfuse.runtime.fuse import Fuser
+
+    class NanRunner:
+        max_batch, path = None, Path("model.onnx")
+
+        def infer(self, feeds):
+            return {"fused": np.full((len(feeds["ct"]), 3, 32, 32), np.nan, np.float32)}
+
+    prepared = prepare_pair(io.MedicalImage(np.zeros((32, 32), np.float32), Path("ct.png"), "png", bit_depth=8),
+                            io.MedicalImage(np.ones((32, 32), np.float32), Path("mri.png"), "png", bit_depth=8), CFG)
+    with pytest.raises(MedfuseError, match="NaN or infinite"):
+        Fuser(NanRunner(), CFG).run([prepared])
+
+
+@pytest.mark.parametrize("window", ["nan,400", "40,inf"])
+def test_non_finite_window_is_refused(capsys, tmp_path, model, phantom_dir, window):
+    code, _, err = medfuse_run(capsys, *_pair(phantom_dir), "-o", tmp_path / "f.png", "--model", model,
+                               "--window", window)
+    _one_line_error(code, err, "finite")
+
+
+def test_colour_image_as_ct_is_refused(capsys, tmp_path, model, phantom_dir):
+    gray = cv2.imread(str(_pair(phantom_dir)[0]), cv2.IMREAD_GRAYSCALE)
+    colour = cv2.applyColorMap(gray, cv2.COLORMAP_JET)  # a PET-like pseudo-colour map
+    pet = tmp_path / "pet.png"
+    cv2.imwrite(str(pet), colour)
+    code, _, err = medfuse_run(capsys, pet, _pair(phantom_dir)[1], "-o", tmp_path / "f.png", "--model", model)
+    _one_line_error(code, err, "colour image")
+    assert "pet-mri" in err
+
+
+def test_swapped_dicom_inputs_are_refused_by_their_modality(capsys, tmp_path, model, phantom_dicom_dir):
+    ct, mri = phantom_dicom_dir / "CT" / "01" / "01002.dcm", phantom_dicom_dir / "MRI" / "01" / "01002.dcm"
+    code, _, err = medfuse_run(capsys, mri, ct, "-o", tmp_path / "f.png", "--model", model)
+    _one_line_error(code, err, "arguments swapped")
+
+
+def test_slice_of_a_2d_image_is_refused(capsys, tmp_path, model, phantom_dir):
+    code, _, err = medfuse_run(capsys, *_pair(phantom_dir), "-o", tmp_path / "f.png", "--model", model,
+                               "--slice", 3)
+    _one_line_error(code, err, "2D PNG image")
+
+
+def test_overwrite_never_replaces_a_folder_holding_other_files(capsys, tmp_path, model, phantom_nifti_dir):
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "report.docx").write_text("the radiologist's report")
+    code, _, err = medfuse_run(capsys, phantom_nifti_dir / "CT" / "01.nii.gz", phantom_nifti_dir / "MRI" / "01.nii.gz",
+                               "-o", study, "--model", model, "--overwrite")
+    _one_line_error(code, err, "report.docx")
+    assert (study / "report.docx").read_text() == "the radiologist's report"
+
+
+def test_output_over_or_inside_the_inputs_is_refused(capsys, tmp_path, model, phantom_dir):
+    ct, mri = _pair(phantom_dir)
+    code, _, err = medfuse_run(capsys, ct, mri, "-o", ct, "--model", model, "--overwrite")
+    _one_line_error(code, err, "replace it")
+    code, _, err = medfuse_run(capsys, phantom_dir / "CT", phantom_dir / "MRI", "-o", phantom_dir / "CT" / "fused",
+                               "--model", model)
+    _one_line_error(code, err, "inside the input folder")
+    assert not (phantom_dir / "CT" / "fused").exists()
+
+
+@pytest.mark.parametrize("side", ["same", "jpg"])
+def test_side_by_side_must_be_a_png_of_its_own(capsys, tmp_path, model, phantom_dir, side):
+    out = tmp_path / "f.png"
+    figure = out if side == "same" else tmp_path / "s.jpg"
+    code, _, err = medfuse_run(capsys, *_pair(phantom_dir), "-o", out, "--model", model, "--side-by-side", figure)
+    _one_line_error(code, err, "--side-by-side")
+    assert not out.exists()
+
+
+def test_folder_output_that_is_a_file_is_one_error(capsys, tmp_path, model, phantom_dir):
+    taken = tmp_path / "fused"
+    taken.write_text("")
+    code, _, err = medfuse_run(capsys, phantom_dir / "CT", phantom_dir / "MRI", "-o", taken, "--model", model)
+    _one_line_error(code, err, "not a folder")
+
+
+def test_two_files_with_one_name_are_ambiguous(capsys, tmp_path, model, phantom_dir):
+    folders = tmp_path / "in"
+    shutil.copytree(phantom_dir, folders)
+    shutil.copy(folders / "CT" / "01001.png", folders / "CT" / "01001.tiff")
+    code, _, err = medfuse_run(capsys, folders / "CT", folders / "MRI", "-o", tmp_path / "out", "--model", model)
+    _one_line_error(code, err, "ambiguous")
+
+
+def test_unwritable_output_folder_is_refused_before_the_model_loads(capsys, tmp_path, model, phantom_dir,
+                                                                    monkeypatch):
+    import os
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != locked and real_access(p, mode))  # root passes chmod
+    code, _, err = medfuse_run(capsys, *_pair(phantom_dir), "-o", locked / "f.png", "--model", model)
+    _one_line_error(code, err, "read-only or no permission")
+
+
+def test_a_failed_figure_write_takes_the_fused_image_with_it(capsys, tmp_path, model, phantom_dir, monkeypatch):
+    real = io.write_png
+
+    def refuse_figures(path, rgb):
+        if Path(path).name == "s.png":
+            raise OSError(28, "No space left on device")
+        real(path, rgb)
+
+    monkeypatch.setattr(io, "write_png", refuse_figures)
+    out = tmp_path / "f.png"
+    code, _, err = medfuse_run(capsys, *_pair(phantom_dir), "-o", out, "--model", model,
+                               "--side-by-side", tmp_path / "s.png")
+    assert code == 2 and "No space left" in err and "Traceback" not in err, err
+    assert not out.exists() and not any(p.name.startswith(".tmp-") for p in tmp_path.iterdir())
+
+
+def test_json_summary_is_strict_json_when_a_metric_is_infinite(capsys, tmp_path, model):
+    flat = tmp_path / "flat.png"
+    cv2.imwrite(str(flat), np.zeros((64, 64), np.uint8))
+    code, stdout, err = medfuse_run(capsys, flat, flat, "-o", tmp_path / "f.png", "--model", model,
+                                    "--metrics", "--json")
+    assert code == 0, err
+
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    summary = json.loads(stdout, parse_constant=refuse)
+    assert summary["outputs"][0]["metrics"]["PSNR"] is None

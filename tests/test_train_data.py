@@ -64,10 +64,12 @@ def test_pretrain_visible_rgb_becomes_gray_3ch_letterboxed(tmp_path):
     cv2.imwrite(str(tmp_path / "vis" / "FLIR_00001.jpg"), rgb)
     cv2.imwrite(str(tmp_path / "ir" / "FLIR_00001.jpg"), rng.integers(0, 255, (30, 50), dtype=np.uint8))
     pairs, _ = find_pairs(tmp_path, "pretrain")
-    vis, ir = PairDataset(pairs, CFG)[0]
+    vis, ir = PairDataset(pairs, CFG, colour_first=True)[0]  # what load_data passes for pretraining
     assert vis.shape == (3, 64, 64) and ir.shape == (1, 64, 64)
     assert torch.equal(vis[0], vis[1]) and torch.equal(vis[1], vis[2])
     assert vis[:, :5].abs().max() == 0 and vis[:, 32].abs().max() > 0  # padded top band, image in the middle
+    with pytest.raises(MedfuseError, match="colour image"):  # the same colour image as a CT is refused
+        PairDataset(pairs, CFG)
 
 
 @pytest.mark.parametrize("fmt", ["nifti", "dicom"])

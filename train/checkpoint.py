@@ -43,9 +43,10 @@ def save_checkpoint(path: str | Path, payload: dict) -> Path:
     try:
         with atomic_output(path) as tmp:
             torch.save(payload, tmp)
-    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError
-        free_mib = shutil.disk_usage(path.parent).free / 2**20
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    except (OSError, RuntimeError, MedfuseError) as err:  # torch.save reports a full disk as a RuntimeError
+        cause = err.__cause__ if isinstance(err, MedfuseError) and err.__cause__ else err  # the OS's own words
+        free_mib = shutil.disk_usage(path.parent).free / 2**20 if path.parent.exists() else float("nan")
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         raise MedfuseError(f"could not write the checkpoint ({free_mib:.0f} MiB free on its disk; the default "
                            f"model's checkpoint takes about 0.66 GB): {reason}", path) from err
     return path

@@ -6,7 +6,8 @@ same file stem in both folders (CT/16004.png + MRI/16004.png, or a .dcm next to 
 Files are read by the runtime readers and prepared only by `runtime.preprocess.prepare_pair`,
 the function inference uses, so training can never see images inference would not.
 
-Pretraining: the visible RGB image plays the 3-channel role. `prepare_pair` reduces it to its
+Pretraining: the visible RGB image plays the 3-channel role (`colour_first`; a coloured CT is
+refused). `prepare_pair` reduces it to its
 luma and repeats it over 3 channels, exactly what a gray CT becomes; the encoder therefore learns
 on the input distribution it will meet after fine-tuning, not on colour it never sees again.
 
@@ -117,8 +118,8 @@ def _slices(path: Path) -> list[MedicalImage]:
     return [volume.slice(i) for i in range(volume.depth)]
 
 
-def prepare_source(pair: PairSource, cfg: PreprocessConfig,
-                   modality_pair: str = DEFAULT_MODALITY_PAIR) -> list[np.ndarray]:
+def prepare_source(pair: PairSource, cfg: PreprocessConfig, modality_pair: str = DEFAULT_MODALITY_PAIR,
+                   colour_first: bool = False) -> list[np.ndarray]:
     """One pair -> [4, S, S] float32 arrays (3 channels of the first role, then the second), one per slice.
 
     A functional pair (PET/SPECT) contributes its luma as the first role, as inference does; its
@@ -131,7 +132,7 @@ def prepare_source(pair: PairSource, cfg: PreprocessConfig,
         )
     out = []
     for a, b in zip(firsts, seconds):
-        prepared = prepare_pair(a, b, cfg, modality_pair)
+        prepared = prepare_pair(a, b, cfg, modality_pair, colour_first)
         out.append(np.concatenate([prepared.ct, prepared.mri], axis=0))
     return out
 
@@ -139,12 +140,13 @@ def prepare_source(pair: PairSource, cfg: PreprocessConfig,
 class PairDataset(Dataset):
     """Prepared pairs as (first [3,S,S], second [1,S,S]) float32 tensors in [0, 1]."""
 
-    def __init__(self, pairs: list[PairSource], cfg: PreprocessConfig, modality_pair: str = DEFAULT_MODALITY_PAIR):
+    def __init__(self, pairs: list[PairSource], cfg: PreprocessConfig, modality_pair: str = DEFAULT_MODALITY_PAIR,
+                 colour_first: bool = False):
         self.pairs = list(pairs)
         self.names: list[str] = []
         arrays: list[np.ndarray] = []
         for pair in self.pairs:
-            slices = prepare_source(pair, cfg, modality_pair)
+            slices = prepare_source(pair, cfg, modality_pair, colour_first)
             arrays += slices
             self.names += [pair.name] if len(slices) == 1 else [f"{pair.name}#{i}" for i in range(len(slices))]
         self._data = torch.from_numpy(np.stack(arrays)) if arrays else torch.empty(0, 4, cfg.input_size, cfg.input_size)

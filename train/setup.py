@@ -51,9 +51,10 @@ def load_data(run: RunConfig, log: Log) -> DataSplit:
         f"data: {len(pairs)} pairs in {t.data} -> {len(train_names)} train, {len(val_names)} val "
         f"({len(val_cases)} held-out case(s){': ' + ', '.join(val_cases[:8]) if t.case_regex else ''})"
     )
+    visible = t.stage == "pretrain"  # the visible image is colour; CT must not be
     return DataSplit(
-        train=PairDataset([by_name[n] for n in train_names], run.preprocess, t.modality_pair),
-        val=PairDataset([by_name[n] for n in val_names], run.preprocess, t.modality_pair),
+        train=PairDataset([by_name[n] for n in train_names], run.preprocess, t.modality_pair, visible),
+        val=PairDataset([by_name[n] for n in val_names], run.preprocess, t.modality_pair, visible),
         val_cases=val_cases,
     )
 
