@@ -78,3 +78,46 @@ def test_device_and_precision_resolution():
         assert resolve_device("auto") == cpu
         with pytest.raises(MedfuseError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_values_are_checked_and_converted_to_the_field_type(tmp_path):
+    base = RunConfig.defaults("finetune")
+    # Text that spells the type is converted: "False" used to be stored as a truthy string (CLAHE on).
+    assert base.updated("preprocess", {"clahe": "False"}, "--set").preprocess.clahe is False
+    assert base.merged(_parse_set(["preprocess.clahe=False", "train.epochs=12", "loss.w_content=1e-3"]), "--set") \
+        == base.updated("preprocess", {"clahe": False}).updated("train", {"epochs": 12}).updated(
+            "loss", {"w_content": 0.001})
+    typo = tmp_path / "typo.toml"
+    for text, needle in [('[train]\nepochs = 2.5\n', "train.epochs must be an int, got 2.5"),
+                         ('[preprocess]\nclahe = "maybe"\n', "preprocess.clahe must be a bool"),
+                         ('[loss]\nw_content = "abc"\n', "loss.w_content must be a float"),
+                         ('[train]\nepochs = true\n', "train.epochs must be an int"),
+                         ('[train]\nepoch = 3\n', "unknown train setting")]:
+        typo.write_text(text)
+        with pytest.raises(MedfuseError, match="must be|unknown") as raised:
+            base.merged(read_config_file(typo), str(typo))
+        assert str(raised.value).startswith(f"{typo}: ") and needle in str(raised.value)
+
+
+def test_paths_are_stored_absolute_so_resume_works_from_anywhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = fresh_run(Request("finetune", _train_values(data="data", out="runs/a"), model_size="tiny"))
+    assert run.train.data == str(tmp_path / "data") and run.train.out == str(tmp_path / "runs" / "a")
+
+
+def test_an_unusable_out_folder_is_refused_before_any_data_loads(tmp_path, monkeypatch):
+    import os
+
+    from medfuse.train.trainer import check_fresh_out
+
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(MedfuseError, match="is a file"):
+        check_fresh_out(tmp_path / "afile", overwrite=False)
+    with pytest.raises(MedfuseError, match="not a folder"):
+        check_fresh_out(tmp_path / "afile" / "sub", overwrite=False)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: os.fspath(p) != str(locked) and real(p, mode))  # root
+    with pytest.raises(MedfuseError, match="read-only or no permission"):
+        check_fresh_out(locked / "run", overwrite=False)

@@ -134,18 +134,20 @@ class RunConfig:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
-    def updated(self, section: str, values: dict) -> RunConfig:
-        """A copy with some fields of one section replaced (unknown fields are an error)."""
+    def updated(self, section: str, values: dict, source: str | None = None) -> RunConfig:
+        """A copy with some fields of one section replaced; unknown fields and values of the wrong
+        type are an error naming `source` (the config file, or --set)."""
         cls = SECTIONS[section]
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
+        types = {f.name: f.type for f in fields(cls)}
+        unknown = sorted(set(values) - set(types))
         if unknown:
-            raise MedfuseError(f"unknown {section} setting(s) {unknown}; known: {sorted(known)}")
-        merged = {**getattr(self, section).to_dict(), **values}
+            raise MedfuseError(f"unknown {section} setting(s) {unknown}; known: {sorted(types)}", source)
+        typed = {name: typed_value(value, types[name], f"{section}.{name}", source) for name, value in values.items()}
+        merged = {**getattr(self, section).to_dict(), **typed}
         try:
             new = cls(**merged)
         except (TypeError, ValueError) as err:
-            raise MedfuseError(f"invalid {section} setting: {err}") from err
+            raise MedfuseError(f"invalid {section} setting: {err}", source) from err
         return replace(self, **{section: new})
 
     def merged(self, data: dict, source: str) -> RunConfig:
@@ -157,8 +159,54 @@ class RunConfig:
         for section, values in data.items():
             if not isinstance(values, dict):
                 raise MedfuseError(f"section [{section}] must be a table of settings", source)
-            config = config.updated(section, values)
+            config = config.updated(section, values, source)
         return config
+
+
+_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+
+
+def typed_value(value, annotation: str, name: str, source: str | None = None):
+    """`value` as the field's type (annotations 'int', 'float | None', 'bool', 'str', ...).
+
+    Text that spells the type is converted ("false", "2", "1e-3": --set and hand-written files);
+    anything else is refused, never stored as it came: the string "False" is truthy and would
+    switch a flag on, a float epoch count fails deep in the trainer.
+    """
+    kinds = {part.strip() for part in annotation.split("|")}
+    if value is None:
+        if "None" in kinds:
+            return None
+        raise MedfuseError(f"{name} cannot be empty (null)", source)
+    kind = next((k for k in ("bool", "int", "float", "str") if k in kinds), None)
+    if kind is None:  # tuples (model roles): checked by the config class itself
+        return value
+    converted = _convert(value, kind)
+    if converted is None:
+        raise MedfuseError(f"{name} must be {'a ' if kind != 'int' else 'an '}{kind}"
+                           f"{' or empty' if 'None' in kinds else ''}, got {value!r}", source)
+    return converted
+
+
+def _convert(value, kind: str):
+    """`value` as `kind`, or None when it is not one."""
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower() if isinstance(value, (str, int)) else None
+        return True if text in _TRUE else False if text in _FALSE else None
+    if isinstance(value, bool):  # True is an int to Python, never a number of epochs
+        return None
+    if kind == "str":
+        return value if isinstance(value, str) else str(value) if isinstance(value, (int, float)) else None
+    if isinstance(value, str):
+        try:
+            value = float(value) if kind == "float" else int(value.strip())
+        except ValueError:
+            return None
+    if kind == "int":
+        return value if isinstance(value, int) else None
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def read_config_file(path: str | Path) -> dict:
