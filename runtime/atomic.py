@@ -28,6 +28,18 @@ def _remove(path: Path) -> None:
         pass
 
 
+def check_writable(path: str | os.PathLike) -> None:
+    """Refuse, before any work, an output whose nearest existing folder is not a writable folder
+    (a read-only mount, no permission, or a file where a folder must be)."""
+    folder = Path(path).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise MedfuseError(f"cannot write {path}: this is a file, not a folder", folder)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise MedfuseError(f"cannot write {path} here (read-only or no permission)", folder)
+
+
 def discard(path: str | os.PathLike) -> None:
     """Remove a finished output (file or folder) that must not stay, e.g. half of a pair's outputs."""
     _remove(Path(path))

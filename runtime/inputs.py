@@ -15,7 +15,6 @@ one SeriesInstanceUID. Folders of pairs are matched by relative path without suf
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -212,13 +211,7 @@ def _check_side_by_side(mode: str, out: Path, side: Path) -> None:
 
 def refuse_unwritable(paths: list[Path]) -> None:
     """Each output's nearest existing folder must be writable (read-only mounts, permissions)."""
-    checked: set[Path] = set()
-    for path in paths:
-        folder = path.parent
-        while not folder.exists() and folder != folder.parent:
-            folder = folder.parent
-        if folder in checked:
-            continue
-        checked.add(folder)
-        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-            raise MedfuseError(f"cannot write {path} here (read-only or no permission)", folder)
+    from medfuse.runtime.atomic import check_writable
+
+    for parent in dict.fromkeys(p.parent for p in paths):  # a folder's thousand outputs: one check
+        check_writable(parent / "_")

@@ -131,6 +131,20 @@ def test_resume_accepts_the_same_command_and_refuses_changes(finished_run, phant
     for change in (["--lr", "0.1"], ["--set", "loss.w_content=1"], ["--model-size", "default"]):
         result = CliRunner().invoke(cli.app, ["finetune", "--resume", str(out), *change])
         assert result.exit_code != 0 and "settings differ from it" in str(result.exception), change
+    for change, needle in ((["--epochs", "2"], "already trained 3 epochs"), (["--overwrite"], "give one of them")):
+        result = CliRunner().invoke(cli.app, ["finetune", "--resume", str(out), *change])
+        assert result.exit_code != 0 and needle in str(result.exception), change
+    assert load_checkpoint(out / "last.pt")["epoch"] == 3  # nothing rewritten
+
+
+def test_init_from_another_architecture_is_refused(finished_run, phantom_dir, tmp_path):
+    """A tiny checkpoint into a tiny model twice as wide: every tensor clashes; it used to train on from
+    random weights with the encoders frozen, after a load report few would read."""
+    out, _ = finished_run
+    args = ["finetune", "--data", phantom_dir, "--out", tmp_path / "w", "--init", out / "best.pt", "--epochs", "1",
+            *TINY, "--set", "model.width=16"]
+    result = CliRunner().invoke(cli.app, [str(a) for a in args])
+    assert result.exit_code != 0 and "another architecture" in str(result.exception)
 
 
 def test_pretrain_then_finetune_maps_roles(phantom_dir, tmp_path):

@@ -110,6 +110,8 @@ def _execute(stage: str, resume: Path | None, config_file: Path | None, model_si
     from medfuse.train.device import init_distributed, shutdown_distributed
     from medfuse.train.trainer import Trainer
 
+    if resume is not None and overwrite:
+        raise MedfuseError("--resume continues a run and --overwrite replaces one: give one of them")
     req = Request(stage, train, config_file, model_size.value if model_size else None, input_size, _parse_set(set_items))
     run, ckpt = resumed_run(resume, req) if resume is not None else (fresh_run(req), None)
     env = init_distributed(run.train.device)

@@ -55,7 +55,8 @@ def fresh_run(req: Request) -> RunConfig:
         run = _layered(RunConfig.defaults(req.stage), req, init_model_config(run.train.init, STAGE_ROLES[req.stage]))
     if not run.train.data or not run.train.out:
         raise MedfuseError("--data and --out are required (or give them in the config file)")
-    return run
+    # Absolute in config.json and the checkpoint, so --resume and --config work from any folder.
+    return run.updated("train", {k: str(Path(v).resolve()) for k in PATH_FIELDS if (v := getattr(run.train, k))})
 
 
 def saved_run(ckpt: dict, stage: str, source: Path) -> RunConfig:
@@ -99,4 +100,8 @@ def resumed_run(folder: Path, req: Request) -> tuple[RunConfig, dict]:
             f"--resume continues the saved run, but these settings differ from it: {', '.join(changed)} "
             f"(only {', '.join(sorted(RESUMABLE))} may change)"
         )
+    done = int(ckpt.get("epoch", 0))
+    if requested.train.epochs < done:  # equal: a finished run's command repeated, nothing to do
+        raise MedfuseError(f"the run has already trained {done} epochs, more than --epochs {requested.train.epochs}; "
+                           f"give {done} or more (more continues it)", source)
     return requested, ckpt

@@ -92,3 +92,8 @@ def warm_start(model: nn.Module, run: RunConfig, log: Log) -> None:
         log(line)
     if not report.loaded:
         raise MedfuseError("no tensor of this checkpoint fits the model (another --model-size?)", t.init)
+    # Missing keys are a grown model (a new block) and load fine; more clashing shapes than loaded
+    # tensors is another architecture, and training would start from random weights, frozen.
+    if len(report.mismatched) > len(report.loaded):
+        raise MedfuseError(f"most of this checkpoint does not fit the model ({report.summary()}): it is another "
+                           "architecture; leave out --model-size to take the checkpoint's, or match it", t.init)

@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from medfuse.runtime.atomic import atomic_link_or_copy, remove_stale_temporaries
+from medfuse.runtime.atomic import atomic_link_or_copy, check_writable, remove_stale_temporaries
 from medfuse.runtime.errors import MedfuseError
 from medfuse.train.augment import augment_pair
 from medfuse.train.batchnorm import recalibrate_batchnorm, set_batchnorm_eval
@@ -64,7 +64,11 @@ RUN_FILES = ("last.pt", "best.pt", "epoch_*.pt", "history.json", "curves.png", "
 
 
 def check_fresh_out(out: Path, overwrite: bool) -> None:
-    """A new run must not mix its files with an earlier run's (stale best.pt, epoch_NNN.pt)."""
+    """A new run must not mix its files with an earlier run's (stale best.pt, epoch_NNN.pt), and
+    must be able to write its folder: both checked before minutes of data loading."""
+    if out.exists() and not out.is_dir():
+        raise MedfuseError("the output folder is a file", out)
+    check_writable(out / "config.json")
     if (out / "last.pt").exists() and not overwrite:
         raise MedfuseError("already holds a training run (last.pt): continue it with --resume, "
                            "or pass --overwrite to replace it", out)
@@ -307,7 +311,10 @@ class Trainer:
     def fit(self) -> TrainResult:
         started = time.perf_counter()
         if self.env.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise MedfuseError(f"cannot create the output folder ({err.strerror})", self.out) from err
             if self.overwrite and self.start_epoch == 0:
                 remove_run_files(self.out)
             for stale in remove_stale_temporaries(self.out):
