@@ -19,6 +19,7 @@ from medfuse.export import pairs
 from medfuse.export.context import Context, ExportRequest, Reporter, SilentReporter, default_timing_cache
 from medfuse.export.manifest import MANIFEST, ArtifactRecord, build_manifest, write_manifest
 from medfuse.export.metadata import build_metadata, exported_modality_pair, with_precision
+from medfuse.export.onnx_export import MIN_OPSET
 from medfuse.export.parity import compare, require
 from medfuse.export.runners import engine_outputs, torch_outputs
 from medfuse.export.tensorrt_build import EngineOptions, build_engine, engine_unavailable
@@ -44,6 +45,8 @@ def validate(request: ExportRequest) -> list[tuple[Path, Path]]:
         raise MedfuseError("checkpoint not found", request.checkpoint)
     if request.int8 and request.calib_dir is None:
         raise MedfuseError("--int8 needs --calib DIR: real CT/MRI pairs to calibrate the activation ranges")
+    if request.opset < MIN_OPSET:
+        raise MedfuseError(f"--opset must be {MIN_OPSET} or newer (the dynamo exporter's minimum), got {request.opset}")
     if request.calib_pairs < 1 or request.parity_pairs < 0:
         raise MedfuseError("--calib-pairs must be at least 1 and --parity-pairs at least 0")
     if request.engine == "require":

@@ -57,8 +57,11 @@ def find_pairs(folder: str | Path, what: str = "data folder",
     src, mri = images_by_stem(src_dir, suffixes), images_by_stem(mri_dir, suffixes)
     stems = sorted(src.keys() & mri.keys())
     if not stems:
-        raise MedfuseError(f"no pairs: no file name (suffix aside) is in both {src_dir.name}/ and {mri_dir.name}/",
-                           folder)
+        nested = not src and any(p.is_dir() for p in src_dir.iterdir())
+        hint = (f"; {src_dir.name}/ holds subfolders (DICOM series?), but only files directly in it are read: "
+                "give 2D images or NIfTI volumes") if nested else ""
+        raise MedfuseError(f"no pairs: no file name (suffix aside) is in both {src_dir.name}/ and {mri_dir.name}/"
+                           f"{hint}", folder)
     return [(s, src[s], mri[s]) for s in stems]
 
 

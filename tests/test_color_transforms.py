@@ -67,8 +67,9 @@ def test_functional_pair_feeds_luma_and_restores_the_source_colours(colormap, si
     pet, mri, rgb8 = _pet_pair(size, colormap)
     prepared = prepare_pair(pet, mri, CFG, "pet-mri")
     assert prepared.ct.shape == (3, 64, 64) and prepared.chroma.shape == (size, size, 2)
-    # The network input is exactly what the CT-MRI path makes of an RGB image: its luma, 3 times.
-    plain = prepare_pair(pet, mri, CFG)
+    # The network input is exactly what the CT-MRI path makes of an RGB image it takes (pretraining's
+    # visible image; a coloured CT is refused): its luma, 3 times.
+    plain = prepare_pair(pet, mri, CFG, colour_first=True)
     assert plain.chroma is None
     np.testing.assert_allclose(prepared.ct, plain.ct, atol=1e-6)
     np.testing.assert_array_equal(prepared.ct[0], prepared.ct[2])

@@ -145,6 +145,18 @@ def test_calibration_folder_without_pairs(tmp_path, checkpoint):
     assert not (tmp_path / "out").exists()
 
 
+def test_calibration_folder_of_dicom_series_says_what_is_read(tmp_path, checkpoint, phantom_dicom_dir):
+    # CT/01/01001.dcm...: series subfolders; calibration reads only files directly in CT/ and MRI/
+    done = _cli(checkpoint, "-o", tmp_path / "out", "--int8", "--calib", phantom_dicom_dir)
+    _assert_user_error(done, "holds subfolders (DICOM series?)", "only files directly in it are read")
+
+
+def test_old_opset_is_refused_before_the_checkpoint_loads(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")  # loading it would be another error
+    _assert_user_error(_cli(bad, "-o", tmp_path / "out", "--opset", "17"), "--opset must be 18 or newer")
+
+
 def test_engine_require_without_gpu(tmp_path, checkpoint):
     if engine_unavailable() is None:
         pytest.skip("this machine can build engines")
