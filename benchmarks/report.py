@@ -110,7 +110,8 @@ def _machine_line(doc: dict) -> str:
     """Where the latency was measured, in one line: the CPU (and GPU), and the threads used."""
     m = doc["machine"]
     where = m["cpu"] + (f" + {m['gpu']}" if m.get("gpu") else "")
-    return f"{where}; {doc['settings']['threads']} CPU threads"
+    threads = doc["settings"]["threads"]
+    return f"{where}; {threads} CPU thread{'' if threads == 1 else 's'}"
 
 
 def write_report(out_dir: Path, res: SuiteResult, machine: dict) -> list[Path]:
