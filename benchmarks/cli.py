@@ -67,7 +67,19 @@ def _names(text: str) -> tuple[str, ...]:
     unknown = [n for n in names if n not in BASELINE_NAMES]
     if unknown:
         raise MedfuseError(f"unknown baseline {', '.join(unknown)}; valid: {', '.join(BASELINE_NAMES)}")
+    if "wavelet" in names:
+        others = ",".join(n for n in names if n != "wavelet")
+        _require("pywt", "the wavelet baseline needs PyWavelets", f"--baselines {others}" if others else None)
     return names
+
+
+def _require(module: str, why: str, instead: str | None = None) -> None:
+    """A [bench] dependency checked before the work, not found missing after it."""
+    from medfuse.entry_points import missing_modules
+
+    if missing_modules((module,)):
+        alternative = f", or leave it out: {instead}" if instead else ""
+        raise MedfuseError(f"{why}: pip install 'medfuse[bench]'{alternative}")
 
 
 def _options(checkpoint, artifacts, data, split, val_fraction, seed, case_regex, cases, limit, device, threads,
@@ -207,6 +219,7 @@ def report(out: Annotated[Path, typer.Option("--out", "-o", help="Folder for rep
     from medfuse.benchmarks.report import check_output_folder, write_report
 
     check_output_folder(out)  # before minutes of benchmarking, not after
+    _require("matplotlib", "the report's plots need matplotlib")
     opts = _options(checkpoint, artifacts, data, split, val_fraction, seed, case_regex, cases, limit, device,
                     threads, engine, batches=_ints(batches, "--batches"), iters=iters, warmup=warmup,
                     overhead=overhead, baselines=_names(baselines), ssim_data_range=ssim_data_range,

@@ -56,7 +56,8 @@ def measure(found: EngineSet, ct: np.ndarray, mri: np.ndarray,
     """Rows for every engine except the reference; MedfuseError without the PyTorch reference."""
     ref_engine = found.get(REFERENCE)
     if ref_engine is None:
-        raise MedfuseError("parity compares with the PyTorch fp32 reference: pass --checkpoint CKPT")
+        why = next((s.reason for s in found.skipped if s.name.startswith("pytorch")), "pass --checkpoint CKPT")
+        raise MedfuseError(f"parity compares with the PyTorch fp32 reference, which cannot run: {why}")
     reference = run_batched(ref_engine, ct, mri)
     tick()
     rows = []

@@ -120,3 +120,18 @@ def test_report_into_a_file_is_refused_before_any_model_loads(tmp_path, monkeypa
 def test_selection_and_device_errors_before_work(tmp_path, monkeypatch, capsys, args, needle):
     code, err = _bench(capsys, monkeypatch, *args)
     assert code == 2 and needle in err and "\n" not in err
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["quality", "--baselines", "maximum,wavelet"], "PyWavelets: pip install 'medfuse[bench]', or leave it out: "
+                                                   "--baselines maximum"),
+    (["report", "-o", "r"], "matplotlib"),
+])
+def test_missing_bench_extras_are_named_before_any_work(tmp_path, monkeypatch, capsys, args, needle):
+    import medfuse.entry_points
+
+    monkeypatch.setattr(medfuse.entry_points, "missing_modules", lambda names: list(names))  # nothing installed
+    monkeypatch.chdir(tmp_path)
+    code, err = _bench(capsys, monkeypatch, *args)
+    assert code == 2 and needle in err and "\n" not in err
+    assert not (tmp_path / "r").exists()
