@@ -13,7 +13,9 @@
 # OUT/<pair>/quality.{txt,json}: luma metrics against the pixel maximum (also of the model's
 # inputs), Laplacian, wavelet and guided filtering baselines (coloured the same way), and the
 # chroma error.
-# MEDFUSE_THREADS=N sets torch's threads (run both pairs at once with PARALLEL=1 MEDFUSE_THREADS=1).
+# MEDFUSE_THREADS=N sets torch's and ONNX Runtime's threads (run both pairs at once with
+# PARALLEL=1 MEDFUSE_THREADS=1). An OUT/<pair> that already holds a run is refused; FORCE=1
+# replaces it.
 set -euo pipefail
 
 source "$(dirname "$0")/common.sh"
@@ -46,28 +48,45 @@ one_pair() {
     run medfuse-train finetune --data "$data" --modality-pair "$pair" --init "$INIT" --out "$out/finetune" \
         --overwrite --config "$CONFIG" --set loss.detail_target="$DETAIL_TARGET" "${settings[@]}" \
         "${THREADS[@]}" "${EXTRA[@]}"
-    run medfuse-export "$out/finetune/best.pt" -o "$out/art"
+    run medfuse-export "$out/finetune/best.pt" -o "$out/art" "${THREADS[@]}"
     run medfuse-bench quality --data "$data" --split val -c "$out/finetune/best.pt" -a "$out/art" \
         -e pytorch-fp32 -e onnxruntime-fp32 --baselines "$BASELINES" \
         "${THREADS[@]}" --json "$out/quality.json" > "$out/quality.txt"
     cat "$out/quality.txt"
 }
 
+need_files "$INIT" "$CONFIG"
+for pair in $PAIRS; do
+    case $pair in pet-mri | spect-mri) ;; *) die "PAIRS: unknown pair '$pair' (pet-mri, spect-mri)" ;; esac
+    need_dirs "$DATA/harvard-$pair/train"
+    refuse_finished "$OUT/$pair/finetune"
+done
+
 start=$(date +%s)
 mkdir -p "$OUT"
-pids=()
+pids=() names=()
+# Background jobs of a script ignore Ctrl-C: stop them (and the medfuse command each is running)
+# with the script, never leave them training unattended.
+stop_pairs() {
+    local pid
+    for pid in "${pids[@]}"; do
+        pkill -TERM -P "$pid" 2>/dev/null || true
+        kill "$pid" 2>/dev/null || true
+    done
+}
+trap 'stop_pairs; exit 130' INT TERM
 for pair in $PAIRS; do
     if [[ -n ${PARALLEL:-} ]]; then
         one_pair "$pair" > "$OUT/$pair.log" 2>&1 &
-        pids+=($!)
+        pids+=($!) names+=("$pair")
     else
         one_pair "$pair"
     fi
 done
-failed=0  # wait for every pair, so a failing one does not leave the other running unattended
-for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
-if (( failed )); then
-    echo "a pair failed: see $OUT/<pair>.log" >&2
+failed=()  # wait for every pair, so a failing one does not leave the other running unattended
+for i in "${!pids[@]}"; do wait "${pids[$i]}" || failed+=("$OUT/${names[$i]}.log"); done
+if (( ${#failed[@]} )); then
+    echo "error: failed, see ${failed[*]}" >&2
     exit 1
 fi
 echo "functional recipe done in $(( ($(date +%s) - start) / 60 )) min; models in $OUT/<pair>/art" >&2

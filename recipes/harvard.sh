@@ -10,7 +10,8 @@
 # guided filtering baselines).
 #
 # Settings: recipes/harvard.toml (fine-tuning; pretraining reads its [model] and [loss] sections,
-# its schedule is set below). CONFIG=FILE uses another file.
+# its schedule is set below). CONFIG=FILE uses another file. An OUT that already holds a run is
+# refused; FORCE=1 replaces it.
 # Device: auto (CUDA when PyTorch sees one, else CPU with bf16). On a busy CPU set
 # MEDFUSE_THREADS=1 (one torch thread; see README "Threads on a busy CPU").
 # Smoke run of the whole chain (2 min here; the model it makes is untrained):
@@ -38,6 +39,10 @@ OUT=$2
 PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-4}
 FINETUNE_EPOCHS=${FINETUNE_EPOCHS:-}
 
+need_dirs "$DATA/roadscene" "$DATA/harvard-ct-mri/train"
+need_files "$CONFIG"
+refuse_finished "$OUT/pretrain" "$OUT/finetune"
+
 start=$(date +%s)
 mkdir -p "$OUT"
 run medfuse-train pretrain --data "$DATA/roadscene" --out "$OUT/pretrain" --overwrite \
@@ -46,7 +51,7 @@ run medfuse-train pretrain --data "$DATA/roadscene" --out "$OUT/pretrain" --over
 run medfuse-train finetune --data "$DATA/harvard-ct-mri/train" --init "$OUT/pretrain/last.pt" \
     --out "$OUT/finetune" --overwrite --config "$CONFIG" \
     ${FINETUNE_EPOCHS:+--epochs "$FINETUNE_EPOCHS"} "${THREADS[@]}" "${EXTRA[@]}"
-run medfuse-export "$OUT/finetune/best.pt" -o "$OUT/art"
+run medfuse-export "$OUT/finetune/best.pt" -o "$OUT/art" "${THREADS[@]}"
 run medfuse-bench quality --data "$DATA/harvard-ct-mri/train" --split val \
     -c "$OUT/finetune/best.pt" -a "$OUT/art" -e pytorch-fp32 -e onnxruntime-fp32 \
     --baselines "$BASELINES" "${THREADS[@]}" \

@@ -105,3 +105,48 @@ def test_recipes_refuse_missing_arguments(script: str):
     done = _run([script], MEDFUSE_THREADS="")  # also: the scripts start with no thread setting
     assert done.returncode == 2
     assert "usage:" in done.stderr
+
+
+def test_a_second_run_into_the_same_out_is_refused_not_overwritten(harvard_run, data_root: Path):
+    done, out = harvard_run
+    assert done.returncode == 0, done.stderr[-3000:]
+    before = (out / "pretrain" / "last.pt").read_bytes()
+    again = _run(["recipes/harvard.sh", str(data_root), str(out)], PRETRAIN_EPOCHS="1", FINETUNE_EPOCHS="1", EXTRA=FAST)
+    assert again.returncode == 2 and "already holds a training run" in again.stderr and "FORCE=1" in again.stderr
+    assert (out / "pretrain" / "last.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("script, missing", [("recipes/harvard.sh", "harvard-ct-mri"),
+                                             ("recipes/functional.sh", "harvard-spect-mri")])
+def test_missing_data_is_refused_before_any_training(data_root: Path, tmp_path: Path, script: str, missing: str):
+    partial = tmp_path / "data"
+    shutil.copytree(data_root, partial, ignore=shutil.ignore_patterns(missing))
+    init = tmp_path / "init.pt"
+    init.write_bytes(b"")  # functional.sh checks it exists before starting; nothing reads it here
+    args = [script, str(partial), str(tmp_path / "out")] + ([str(init)] if "functional" in script else [])
+    done = _run(args, EXTRA=FAST)
+    assert done.returncode == 2 and f"{missing}/train: folder not found" in done.stderr, done.stderr[-2000:]
+    assert "+ medfuse-train" not in done.stderr and not (tmp_path / "out").exists()
+
+
+def test_stopping_the_parallel_recipe_stops_its_trainings(harvard_run, data_root: Path, tmp_path: Path):
+    """Background jobs of a script ignore Ctrl-C; they used to train on unattended after the script died."""
+    import signal
+    import time
+
+    _, out = harvard_run
+    func = tmp_path / "stopped"
+    proc = subprocess.Popen(["bash", "recipes/functional.sh", str(data_root), str(func), str(out / "finetune" / "best.pt")],
+                            cwd=REPO_ROOT, env=_env(EPOCHS="500", EXTRA=FAST, PARALLEL="1"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not all(
+            (func / f"{pair}.log").is_file() and "+ medfuse-train" in (func / f"{pair}.log").read_text()
+            for pair in ("pet-mri", "spect-mri")):
+        time.sleep(0.5)
+    time.sleep(2)  # both trainings are running
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    time.sleep(2)
+    left = subprocess.run(["pgrep", "-f", str(func)], capture_output=True, text=True).stdout.split()
+    assert left == [], "trainings left running after the recipe stopped"
