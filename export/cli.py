@@ -86,6 +86,7 @@ def export(
     hardware_compat: Annotated[bool, typer.Option("--hardware-compat", help="Engine runs on any Ampere or newer GPU, not only this architecture.")] = False,
     opset: Annotated[int, typer.Option(help="ONNX opset (18 or newer).")] = DEFAULT_OPSET,
     timing_cache: Annotated[Optional[Path], typer.Option(help="TensorRT timing cache file, reused across builds.")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for PyTorch and the ONNX Runtime parity runs (default: all cores; int8 calibration keeps ONNX Runtime's own).")] = None,
 ) -> None:
     """Export CHECKPOINT into ARTIFACTS_DIR and prove each artifact matches PyTorch."""
     request = ExportRequest(
@@ -93,7 +94,7 @@ def export(
         parity_pairs=parity_pairs, engine=engine.value, batch=BatchProfile.parse(batch), triton_repo=triton_repo,
         version_compatible=version_compatible, exclude_lean_runtime=exclude_lean_runtime,
         hardware_compat=hardware_compat, opset=opset,
-        timing_cache=timing_cache or default_timing_cache())
+        timing_cache=timing_cache or default_timing_cache(), threads=threads)
     result = run_export(request, RichReporter(Console(stderr=True)))
     Console().print(summary_table(result, out))
 

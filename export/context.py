@@ -39,6 +39,7 @@ class ExportRequest:
     hardware_compat: bool = False
     opset: int = DEFAULT_OPSET
     timing_cache: Path = field(default_factory=default_timing_cache)
+    threads: int | None = None  # CPU threads of PyTorch and the ONNX Runtime parity runs (None: all cores)
 
     @property
     def precisions(self) -> tuple[str, ...]:

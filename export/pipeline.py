@@ -47,6 +47,8 @@ def validate(request: ExportRequest) -> list[tuple[Path, Path]]:
         raise MedfuseError("--int8 needs --calib DIR: real CT/MRI pairs to calibrate the activation ranges")
     if request.opset < MIN_OPSET:
         raise MedfuseError(f"--opset must be {MIN_OPSET} or newer (the dynamo exporter's minimum), got {request.opset}")
+    if request.threads is not None and request.threads < 1:
+        raise MedfuseError(f"--threads must be at least 1, got {request.threads}")
     if request.calib_pairs < 1 or request.parity_pairs < 0:
         raise MedfuseError("--calib-pairs must be at least 1 and --parity-pairs at least 0")
     if request.engine == "require":
@@ -71,6 +73,10 @@ def make_staging(out_dir: Path) -> Path:
 def load(ctx: Context, real_pairs: list[tuple[Path, Path]]) -> None:
     from medfuse.train.checkpoint import load_checkpoint, model_from_checkpoint
 
+    if ctx.request.threads:
+        import torch
+
+        torch.set_num_threads(ctx.request.threads)
     data = load_checkpoint(ctx.request.checkpoint)
     ctx.model, model_cfg, ctx.preprocess_config = model_from_checkpoint(data, ctx.request.checkpoint)
     ctx.checkpoint_sha256 = sha256_file(ctx.request.checkpoint)

@@ -34,8 +34,9 @@ def ort_session(path: str | Path, threads: int = 0):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def onnx_outputs(path: str | Path, ct: np.ndarray, mri: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
-    session = ort_session(path)
+def onnx_outputs(path: str | Path, ct: np.ndarray, mri: np.ndarray, chunk: int = CHUNK,
+                 threads: int | None = None) -> np.ndarray:
+    session = ort_session(path, threads or 0)
     outs = [session.run(["fused"], {"ct": ct[i:i + chunk], "mri": mri[i:i + chunk]})[0]
             for i in range(0, len(ct), chunk)]
     return np.concatenate(outs).astype(np.float32)

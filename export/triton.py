@@ -16,7 +16,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from medfuse.runtime.atomic import atomic_output
+from medfuse.runtime.atomic import atomic_output, discard
 
 ONNX_MODEL = "medfuse_onnx"
 TRT_MODEL = "medfuse_trt"
@@ -75,4 +75,7 @@ def write_repository(repo: str | Path, *, onnx_path: Path, plan_path: Path | Non
     written = [write_model(repo, MODELS["onnx"], onnx_path, max_batch=max_batch, input_size=input_size)]
     if plan_path is not None:
         written.append(write_model(repo, MODELS["plan"], plan_path, max_batch=max_batch, input_size=input_size))
+    elif (repo / TRT_MODEL).is_dir():
+        # An engine of an earlier export would be served beside this export's ONNX model.
+        discard(repo / TRT_MODEL)
     return written

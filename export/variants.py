@@ -78,7 +78,8 @@ def export_variant(ctx: Context, precision: str) -> ArtifactRecord:
     """Make, check and save one ONNX file, then compare it with PyTorch; over tolerance raises."""
     variant = VARIANTS[precision]
     path = save_checked(variant.make(ctx), ctx.staging / variant.filename, with_precision(ctx.metadata, precision))
-    result = compare(ctx.reference, onnx_outputs(path, ctx.ct, ctx.mri), precision, ct=ctx.ct, mri=ctx.mri)
+    outputs = onnx_outputs(path, ctx.ct, ctx.mri, threads=ctx.request.threads)
+    result = compare(ctx.reference, outputs, precision, ct=ctx.ct, mri=ctx.mri)
     require(result, variant.filename)
     parity = {**result.to_dict(), "inputs": ctx.inputs_text}
     for name, check in variant.extra_checks.items():

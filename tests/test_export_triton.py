@@ -60,6 +60,16 @@ def test_rewrite_replaces_the_model_folder(tmp_path: Path):
     assert not [p for p in repo.iterdir() if p.name.startswith(".")]
 
 
+def test_an_export_without_engine_removes_an_earlier_engine_model(tmp_path: Path):
+    """Triton would serve the old engine beside the new ONNX model."""
+    onnx_file, plan = _artifacts(tmp_path)
+    repo = tmp_path / "repo"
+    write_repository(repo, onnx_path=onnx_file, plan_path=plan, max_batch=4, input_size=32)
+    (repo / "my_other_model").mkdir()  # the user's own models stay
+    write_repository(repo, onnx_path=onnx_file, plan_path=None, max_batch=4, input_size=32)
+    assert sorted(p.name for p in repo.iterdir()) == ["medfuse_onnx", "my_other_model"]
+
+
 @pytest.mark.parametrize("max_batch", [1, 3, 64])
 def test_every_config_parses(max_batch: int):
     for model in MODELS.values():
