@@ -28,16 +28,18 @@ def debug_enabled() -> bool:
     return os.environ.get(DEBUG_ENV, "") not in ("", "0", "false", "False")
 
 
-def run_cli(app: Callable[[], object]) -> None:
+def run_cli(app: Callable[[], object], say_errors: bool = True) -> None:
     """Run a Typer app (built with `pretty_exceptions_enable=False`) as a console script.
 
     Click handles usage errors, --help and typer.Exit itself (standalone mode); a MedfuseError
-    escapes it and is printed here as one line.
+    escapes it and is printed here as one line (`say_errors=False`: only the exit status, for
+    the other processes of a multi-process run, which hit the same error).
     """
     try:
         app()
     except MedfuseError as err:
         if debug_enabled():
             raise
-        print(f"error: {err}", file=sys.stderr)
+        if say_errors:
+            print(f"error: {err}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)

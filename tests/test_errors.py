@@ -49,3 +49,17 @@ def test_bugs_are_not_disguised_as_user_errors():
     done = _run("x", "--crash")
     assert done.returncode == 1
     assert "RuntimeError" in done.stderr
+
+
+def test_only_rank_0_of_a_torchrun_job_prints_the_error(tmp_path):
+    """Every process of `torchrun --nproc-per-node N medfuse-train` meets the same bad input."""
+    env = {k: v for k, v in os.environ.items() if k != "MEDFUSE_DEBUG"}
+    argv = ["finetune", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]
+    code = "import sys; from medfuse.train.cli import main; sys.argv = ['medfuse-train', *sys.argv[1:]]; main()"
+    said = {}
+    for rank in ("0", "1"):
+        done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                              env={**env, "RANK": rank})
+        assert done.returncode == 2, done.stderr
+        said[rank] = done.stderr.strip()
+    assert said["0"].startswith("error: ") and "missing" in said["0"] and said["1"] == ""

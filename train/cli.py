@@ -9,6 +9,7 @@ The same command runs under `torchrun --nproc-per-node N` (DDP; only rank 0 writ
 from __future__ import annotations
 
 import json
+import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -159,7 +160,8 @@ def finetune(
 
 
 def main() -> None:
-    run_cli(app)
+    # Under torchrun every process meets the same bad input: rank 0 says it, once.
+    run_cli(app, say_errors=os.environ.get("RANK", "0") == "0")
 
 
 if __name__ == "__main__":
