@@ -101,3 +101,25 @@ def test_half_check_skipped_for_large_fixed_inputs(tmp_path):
     ctx = Context(pipeline.ExportRequest(tmp_path / "c.pt", tmp_path), tmp_path,
                            preprocess_config=PreprocessConfig(input_size=256), spatial_dynamic=False)
     assert "too slow" in variants.check_half_arithmetic(ctx, tmp_path / "model.fp16.onnx")["skipped"]
+
+
+class _BatchSensitive:
+    """A 'model' whose output depends on how many images share the call, as an ill-conditioned
+    network's does through float rounding (a BatchNorm channel of near-zero variance)."""
+
+    def eval(self):
+        return self
+
+    def __call__(self, ct, mri):
+        return ct + (0.01 if len(ct) == 1 else 0.0)
+
+
+def test_an_unstable_model_is_named_as_the_cause_not_the_export(tmp_path):
+    ct, mri = np.zeros((3, 3, 8, 8), np.float32), np.zeros((3, 1, 8, 8), np.float32)
+    ctx = Context(pipeline.ExportRequest(tmp_path / "c.pt", tmp_path), tmp_path, model=_BatchSensitive(),
+                  ct=ct, mri=mri, reference=ct.copy())
+    with pytest.raises(MedfuseError, match="numerically unstable") as raised:
+        variants.refuse_unstable_model(ctx, tolerance=1e-4, onnx_error=3e-2)
+    assert "1.0e-02 apart" in str(raised.value) and "3.0e-02" in str(raised.value)
+    ctx.model = type("Stable", (_BatchSensitive,), {"__call__": lambda self, ct, mri: ct})()
+    variants.refuse_unstable_model(ctx, tolerance=1e-4, onnx_error=3e-2)  # PyTorch agrees with itself: no claim
