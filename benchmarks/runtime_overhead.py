@@ -189,7 +189,10 @@ def main_command(
     text = json.dumps(report, indent=2)
     print(text)
     if json_out:
-        json_out.write_text(text + "\n")
+        from medfuse.runtime.atomic import atomic_output
+
+        with atomic_output(json_out) as tmp:  # never a half-written report
+            tmp.write_text(text + "\n")
 
 
 def main() -> None:
