@@ -36,8 +36,11 @@ LEVELS = 256
 # Xydeas-Petrovic edge-preservation constants (gradient strength g, orientation a).
 _QABF_G = (0.9994, -15.0, 0.5)
 _QABF_A = (0.9879, -22.0, 0.8)
-_SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float64)
-_SOBEL_Y = _SOBEL_X.T.copy()
+# The evaluator convolves (scipy convolve2d, kernel flipped) with [[-1,0,1],...] for x and
+# [[1,2,1],[0,0,0],[-1,-2,-1]] for y; cv2.filter2D correlates, so these are those kernels flipped.
+# The sign of gx matters where it is 0: the angle there is pi/2 whatever the sign of gy.
+_SOBEL_X = np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]], dtype=np.float64)
+_SOBEL_Y = np.array([[-1, -2, -1], [0, 0, 0], [1, 2, 1]], dtype=np.float64)
 _VIF_NOISE_VAR = 2.0
 _VIF_EPS = 1e-10
 

@@ -150,3 +150,36 @@ def test_pixel_maximum_beats_average_on_real_pair(shared_data):
     avg = M.fusion_metrics(np.round((ct.astype(float) + mri) / 2), ct, mri)
     for name in ("SD", "SCD", "VIF", "Qabf"):
         assert mx[name] > avg[name], name
+
+
+def _evaluator_sobel(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The CDDFuse evaluator's Qabf gradients, written out: scipy.signal.convolve2d(mode='same')
+    with h3 = [[-1,0,1],[-2,0,2],[-1,0,1]] (x) and h1 = [[1,2,1],[0,0,0],[-1,-2,-1]] (y), zero padded.
+    A convolution flips its kernel: sum over (i, j) of k[i, j] * img[y + 1 - i, x + 1 - j]."""
+    h3 = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], float)
+    h1 = np.array([[1, 2, 1], [0, 0, 0], [-1, -2, -1]], float)
+    padded = np.pad(img.astype(float), 1)
+    rows, cols = img.shape
+
+    def convolve(k: np.ndarray) -> np.ndarray:
+        return sum(k[i, j] * padded[2 - i:2 - i + rows, 2 - j:2 - j + cols] for i in range(3) for j in range(3))
+
+    gx, gy = convolve(h3), convolve(h1)
+    angle = np.where(gx == 0, math.pi / 2, np.arctan(gy / np.where(gx == 0, 1.0, gx)))
+    return np.sqrt(gx * gx + gy * gy), angle
+
+
+def test_qabf_gradients_follow_the_evaluator_sign_convention(textured, other, monkeypatch):
+    """cv2.filter2D correlates where the evaluator convolves: with the x kernel unflipped, the
+    orientation differed wherever gx == 0 (0.7321 instead of 0.6948 on a step edge)."""
+    step = np.zeros((5, 5))
+    step[2:] = 100
+    fused = step.copy()
+    fused[:, 3:] += 30
+    flat_band = textured.copy()
+    flat_band[:, 20:30] = 0  # flat regions: gx == 0 there
+    cases = [(fused, step, np.zeros((5, 5))), (flat_band, textured, other)]
+    ours = [M.qabf(*case) for case in cases]
+    monkeypatch.setattr(M, "_sobel", _evaluator_sobel)
+    reference = [M.qabf(*case) for case in cases]
+    assert ours == pytest.approx(reference, abs=1e-12)
