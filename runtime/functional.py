@@ -49,13 +49,19 @@ def suv_factor(ds) -> float | None:
     dose, half_life = info.get("RadionuclideTotalDose"), info.get("RadionuclideHalfLife")
     if not dose or not half_life:
         return None
+    # The dose is decayed to the time the pixel activities refer to: the scan start (START), each
+    # image's acquisition (NONE: not decay corrected), or the injection itself (ADMIN: no decay).
+    correction = str(ds.get("DecayCorrection", "START")).upper()
     decay = 1.0
-    if str(ds.get("DecayCorrection", "START")).upper() == "START":  # activity decay-corrected to scan start
-        start, injected = _seconds(ds.get("SeriesTime")), _seconds(info.get("RadiopharmaceuticalStartTime"))
+    if correction in ("START", "NONE"):
+        when = ds.get("SeriesTime") if correction == "START" else ds.get("AcquisitionTime", ds.get("SeriesTime"))
+        start, injected = _seconds(when), _seconds(info.get("RadiopharmaceuticalStartTime"))
         if start is None or injected is None:
             return None
         elapsed = (start - injected) % 86400  # an injection before midnight, a scan after it
         decay = 2.0 ** (-elapsed / float(half_life))
+    elif correction != "ADMIN":
+        return None  # an unknown convention: counts, not a guessed SUV
     return float(ds.PatientWeight) * 1000.0 / (float(dose) * decay)
 
 
@@ -74,6 +80,7 @@ def activity_to_unit(img: MedicalImage) -> tuple[np.ndarray, str]:
 def functional_rgb(img: MedicalImage) -> np.ndarray:
     """The functional image as RGB float32 (H, W, 3) in [0, 1]: its own colours, or gray drawn in GRAY_COLORMAP."""
     if img.is_rgb:
-        scale = 255.0 if img.bit_depth in (None, 8) else float(2 ** img.bit_depth - 1)
+        # 8/16-bit integers by their range; 32 bits are float samples (TIFF), already in [0, 1]
+        scale = {None: 255.0, 8: 255.0, 32: 1.0}.get(img.bit_depth, float(2 ** (img.bit_depth or 8) - 1))
         return np.clip(img.pixels / np.float32(scale), 0.0, 1.0)
     return colorize(activity_to_unit(img)[0], GRAY_COLORMAP)

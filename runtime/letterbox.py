@@ -15,7 +15,7 @@ _CV_INTERPOLATION = {
     "area": cv2.INTER_AREA,
     "linear": cv2.INTER_LINEAR,
     "cubic": cv2.INTER_CUBIC,
-    "nearest": cv2.INTER_NEAREST,
+    "nearest": cv2.INTER_NEAREST_EXACT,  # INTER_NEAREST is not centred: about 1 px shift back and forth
 }
 
 

@@ -112,8 +112,10 @@ def normalize_mri(x: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.nda
     """Robust [0, 1] scaling: clip to the low/high percentiles, so a few hot voxels set no scale."""
     x = np.asarray(x, dtype=np.float32)
     lo, hi = np.percentile(x, [low, high])
-    if hi <= lo:  # flat image (or nearly): nothing to stretch
-        return np.zeros_like(x) if x.max() <= lo else (x > lo).astype(np.float32)
+    if hi <= lo:  # nearly empty (signal in under 100 - high % of the pixels): stretch up to the maximum
+        hi = float(x.max())
+        if hi <= lo:  # flat: nothing to stretch
+            return np.zeros_like(x)
     return np.clip((x - lo) / np.float32(hi - lo), 0.0, 1.0)
 
 

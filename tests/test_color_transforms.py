@@ -136,6 +136,11 @@ def test_suv_factor_from_the_pet_header():
     decayed = 370e6 * 2 ** (-3600 / 6586.2)  # one hour after injection
     assert factor == pytest.approx(70_000 / decayed)
     assert suv_factor(_pt_dataset(**_suv_header(DecayCorrection="ADMIN"))) == pytest.approx(70_000 / 370e6)
+    # Not decay corrected: the activity is that of acquisition time, so the dose decays to it too
+    # (it was taken as undecayed: SUV 31 % low an hour after an F-18 injection).
+    late = suv_factor(_pt_dataset(**_suv_header(DecayCorrection="NONE", AcquisitionTime="113000")))
+    assert late == pytest.approx(70_000 / (370e6 * 2 ** (-5400 / 6586.2)))
+    assert suv_factor(_pt_dataset(**_suv_header(DecayCorrection="SOMETHING"))) is None
     assert suv_factor(_pt_dataset(**_suv_header(Units="CNTS"))) is None
     assert suv_factor(_pt_dataset(**_suv_header(PatientWeight=None))) is None
     assert suv_factor(_pt_dataset(Units="GML")) == 1.0
@@ -179,3 +184,19 @@ def test_pet_dicom_file_is_read_through_the_modality_lut(tmp_path):
     unit, how = activity_to_unit(img)
     assert how == "suv"
     np.testing.assert_allclose(unit, np.clip(stored * 2.5 * suv_factor(ds) / SUV_DISPLAY_MAX, 0, 1), rtol=1e-5)
+
+
+def test_float_rgb_tiff_keeps_its_colours():
+    """Float samples are in [0, 1] already: dividing by 2**32 - 1 made the image black."""
+    rgb = np.zeros((4, 4, 3), np.float32)
+    rgb[..., 0], rgb[..., 1] = 0.8, 0.3
+    img = MedicalImage(rgb, Path("pet.tiff"), "tiff", bit_depth=32)
+    np.testing.assert_allclose(functional_rgb(img), rgb)
+
+
+def test_nearly_empty_functional_image_keeps_its_grey_levels():
+    """Uptake in under 0.5 % of the pixels: both percentiles are 0; it was binarised to one level."""
+    pixels = np.zeros((256, 256), np.float32)
+    pixels.flat[:300] = np.arange(1, 301)
+    unit, _ = activity_to_unit(MedicalImage(pixels, Path("pet.png"), "png", bit_depth=16))
+    assert len(np.unique(unit[unit > 0])) == 300 and unit.max() == 1.0

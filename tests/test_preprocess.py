@@ -187,3 +187,14 @@ def test_gray_mri_saved_as_rgb_jpeg_is_accepted(tmp_path):
     assert mri.is_rgb  # JPEG keeps three (slightly unequal) channels
     pair = prepare_pair(_img(gray, "ct.png"), mri, CFG)
     assert pair.mri.shape == (1, 64, 64) and pair.mri.max() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("interpolation", ["nearest", "linear", "area"])
+def test_letterbox_round_trip_does_not_shift_the_image(interpolation):
+    """cv2.INTER_NEAREST is not centred on pixel centres: 'nearest' moved a ramp by about 1 px."""
+    from medfuse.runtime.letterbox import letterbox
+
+    ramp = np.tile(np.arange(300, dtype=np.float32), (300, 1))  # value = column index
+    square, geometry = letterbox(ramp, 256, interpolation)
+    back = geometry.restore(square)
+    assert abs(float(np.mean(back[:, 5:-5] - ramp[:, 5:-5]))) < 0.05
