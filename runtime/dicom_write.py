@@ -118,9 +118,30 @@ def _series(ds: Dataset, ct: Dataset | None, series_uid: str) -> None:
     ds.SecondaryCaptureDeviceManufacturer = ds.Manufacturer = SOFTWARE
 
 
+def _axis_letters(direction) -> str:
+    """A patient-space (LPS) direction as orientation letters, dominant axis first (PS3.3
+    C.7.6.1.1.1): [1, 0, 0] -> 'L', [0, -0.8, 0.6] -> 'AH'."""
+    letters = [("L", "R"), ("P", "A"), ("H", "F")]
+    ranked = sorted(range(3), key=lambda i: -abs(float(direction[i])))
+    return "".join(letters[i][0 if float(direction[i]) > 0 else 1] for i in ranked if abs(float(direction[i])) > 0.25)
+
+
+def _patient_orientation(ct: Dataset | None) -> list[str] | str:
+    """The source's PatientOrientation, else one derived from its ImageOrientationPatient (the SC
+    image has no plane module: this is what lets a viewer put L/R and A/P markers), else empty."""
+    if ct is None:
+        return ""
+    if "PatientOrientation" in ct and ct.PatientOrientation:
+        return ct.PatientOrientation
+    cosines = ct.get("ImageOrientationPatient")
+    if not cosines or len(cosines) != 6:
+        return ""
+    return [_axis_letters(cosines[:3]), _axis_letters(cosines[3:])]
+
+
 def _image(ds: Dataset, ct: Dataset | None, instance_number: int) -> None:
     ds.InstanceNumber = instance_number
-    ds.PatientOrientation = ct.PatientOrientation if ct is not None and "PatientOrientation" in ct else ""
+    ds.PatientOrientation = _patient_orientation(ct)
     ds.ImageType = ["DERIVED", "SECONDARY"]
     ds.DerivationDescription = "CT-MRI image fusion by medfuse"
     ds.BurnedInAnnotation = "NO"

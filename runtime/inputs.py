@@ -4,7 +4,7 @@ The output name decides between a 2D image and a volume, since a NIfTI file or a
 can be either (one slice of it, or all of it):
 
 | CT, MRI            | OUT ends .png/.dcm   | OUT ends .nii(.gz)  | OUT is a folder            |
-| files              | pair (NIfTI: a slice) | volume -> NIfTI     | NIfTI volume -> DICOM series |
+| files              | pair (NIfTI: a slice) | volume -> NIfTI     | error (NIfTI -> DICOM series) |
 | DICOM series dirs  | pair (one slice)     | volume -> NIfTI     | volume -> DICOM series     |
 | other folders      | error                | error               | folder of pairs, by name   |
 
@@ -99,7 +99,12 @@ def detect_mode(ct: Path, mri: Path, out: Path) -> str:
         return "volume" if series else "folder"
     if kind == "image":
         return "pair"
-    if kind == "nifti" or (_is_nifti(ct) and _is_nifti(mri)):
+    if kind == "folder" and _is_nifti(ct) and _is_nifti(mri):
+        # NIfTI voxel axes are not DICOM's patient axes: written slice by slice the series came out
+        # transposed (and, for RAS data, mirrored left-right), with no patient identity or geometry.
+        raise MedfuseError("a NIfTI pair cannot be written as a DICOM series (its voxel order is not DICOM's "
+                           "patient orientation; no reorientation is done): name a .nii or .nii.gz output", out)
+    if kind == "nifti":
         return "volume"
     raise MedfuseError("the fused image needs a name ending in .png or .dcm", out)
 

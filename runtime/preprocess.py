@@ -213,6 +213,31 @@ def check_pair_geometry(ct: MedicalImage, mri: MedicalImage) -> None:
     orientation = [_orientation(img) for img in (ct, mri)]
     if all(o is not None for o in orientation) and not np.allclose(orientation[0], orientation[1], atol=1e-3):
         raise _pair_error(ct, mri, "differ in DICOM ImageOrientationPatient")
+    check_same_patient_and_slice(ct, mri)
+
+
+def check_same_patient_and_slice(ct: MedicalImage, mri: MedicalImage) -> None:
+    """DICOM pairs: one patient, and (in one frame of reference) one slice position. The fused
+    image is filed under the CT's patient and references both sources."""
+    a, b = (img.datasets[0] if img.datasets else None for img in (ct, mri))
+    if a is None or b is None:
+        return
+    ids = [str(ds.get("PatientID", "") or "").strip() for ds in (a, b)]
+    if all(ids) and ids[0] != ids[1]:
+        raise MedfuseError(f"CT {ct.path} and MRI {mri.path} belong to different patients "
+                           f"(PatientID {ids[0]!r} and {ids[1]!r})")
+    frame = a.get("FrameOfReferenceUID")
+    if not frame or frame != b.get("FrameOfReferenceUID") or _orientation(ct) is None:
+        return  # positions in different frames of reference are not comparable
+    if "ImagePositionPatient" not in a or "ImagePositionPatient" not in b:
+        return
+    row_col = _orientation(ct)
+    normal = np.cross(row_col[:3], row_col[3:])
+    along = [float(np.dot(np.asarray(ds.ImagePositionPatient, float), normal)) for ds in (a, b)]
+    thickness = float(a.get("SliceThickness", 0) or 0)
+    if abs(along[0] - along[1]) > max(0.5 * thickness, 0.1):
+        raise _pair_error(ct, mri, f"are different slices ({along[0]:.1f} and {along[1]:.1f} mm along the "
+                                   "slice normal, one frame of reference)")
 
 
 # DICOM Modality values each input of a pair may have; other known ones mean the wrong file.

@@ -100,6 +100,16 @@ def test_secondary_capture_series_passes_dciodvfy(phantom_dicom_dir, tmp_path):
         ds.SOPInstanceUID for ds in source.datasets
     ]
     assert np.array_equal(read_volume(folder).pixels, fused)
+    # Secondary Capture has no plane module: the orientation letters are what a viewer can show
+    cosines = [float(v) for v in source.datasets[0].ImageOrientationPatient]
+    assert cosines == [1, 0, 0, 0, 1, 0] and all(list(ds.PatientOrientation) == ["L", "P"] for ds in headers)
+
+
+def test_orientation_letters_put_the_dominant_axis_first():
+    from medfuse.runtime.dicom_write import _axis_letters
+
+    assert _axis_letters([1, 0, 0]) == "L" and _axis_letters([-1, 0, 0]) == "R"
+    assert _axis_letters([0, -0.8, 0.6]) == "AH" and _axis_letters([0, 0.1, -0.99]) == "F"
 
 
 @pytest.mark.parametrize("modality", ["CT", "MRI"])

@@ -352,11 +352,11 @@ def test_slice_of_a_2d_image_is_refused(capsys, tmp_path, model, phantom_dir):
     _one_line_error(code, err, "2D PNG image")
 
 
-def test_overwrite_never_replaces_a_folder_holding_other_files(capsys, tmp_path, model, phantom_nifti_dir):
+def test_overwrite_never_replaces_a_folder_holding_other_files(capsys, tmp_path, model, phantom_dicom_dir):
     study = tmp_path / "study"
     study.mkdir()
     (study / "report.docx").write_text("the radiologist's report")
-    code, _, err = medfuse_run(capsys, phantom_nifti_dir / "CT" / "01.nii.gz", phantom_nifti_dir / "MRI" / "01.nii.gz",
+    code, _, err = medfuse_run(capsys, phantom_dicom_dir / "CT" / "01", phantom_dicom_dir / "MRI" / "01",
                                "-o", study, "--model", model, "--overwrite")
     _one_line_error(code, err, "report.docx")
     assert (study / "report.docx").read_text() == "the radiologist's report"
@@ -436,3 +436,16 @@ def test_json_summary_is_strict_json_when_a_metric_is_infinite(capsys, tmp_path,
 
     summary = json.loads(stdout, parse_constant=refuse)
     assert summary["outputs"][0]["metrics"]["PSNR"] is None
+
+
+def test_dicom_slices_of_two_patients_or_two_positions_are_refused(capsys, tmp_path, model, phantom_dicom_dir):
+    ct, mri = phantom_dicom_dir / "CT" / "01" / "01002.dcm", phantom_dicom_dir / "MRI" / "01" / "01002.dcm"
+    other = pydicom.dcmread(mri)
+    other.PatientID = "SOMEONE-ELSE"
+    other.save_as(tmp_path / "other.dcm")
+    code, _, err = medfuse_run(capsys, ct, tmp_path / "other.dcm", "-o", tmp_path / "a.png", "--model", model)
+    _one_line_error(code, err, "different patients")
+    code, _, err = medfuse_run(capsys, ct, phantom_dicom_dir / "MRI" / "01" / "01003.dcm", "-o", tmp_path / "b.png",
+                               "--model", model)
+    _one_line_error(code, err, "different slices")
+    assert not (tmp_path / "a.png").exists() and not (tmp_path / "b.png").exists()

@@ -122,6 +122,14 @@ def test_series_folders_are_volumes_and_nested_folders_are_pairs(phantom_dicom_d
         detect_mode(ct, mri, tmp_path / "v.nii.gz")
 
 
+def test_nifti_volumes_are_not_written_as_a_dicom_series(phantom_nifti_dir, tmp_path):
+    """Slice by slice in voxel order the series came out transposed and, for RAS data, mirrored."""
+    ct, mri = phantom_nifti_dir / "CT" / "01.nii.gz", phantom_nifti_dir / "MRI" / "01.nii.gz"
+    assert detect_mode(ct, mri, tmp_path / "v.nii.gz") == "volume"
+    with pytest.raises(MedfuseError, match="cannot be written as a DICOM series"):
+        detect_mode(ct, mri, tmp_path / "series")
+
+
 def test_folders_without_shared_names(tmp_path):
     for side, name in (("CT", "a.png"), ("MRI", "b.png")):
         (tmp_path / side).mkdir()
