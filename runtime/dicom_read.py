@@ -57,25 +57,63 @@ def _decode(ds: Dataset, path: Path) -> np.ndarray:
         raise MedfuseError(f"its DICOM pixel data cannot be decoded{hint}: {err}", path) from err
 
 
+def _group_item(ds: Dataset, sequence: str, frame: int | None = None) -> Dataset | None:
+    """An enhanced (multi-frame) file's functional group item: the frame's own, else the shared
+    one (PS3.3 C.7.6.16); None for classic files."""
+    for groups, index in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
+        if index is None or groups not in ds or len(ds[groups].value) <= index:
+            continue
+        item = ds[groups].value[index]
+        if sequence in item and item[sequence].value:
+            return item[sequence].value[0]
+    return None
+
+
+def _rescale(ds: Dataset, frame: int | None = None) -> Dataset:
+    """Where RescaleSlope/Intercept/Type live: the top level, or the Pixel Value Transformation
+    functional group of an enhanced file."""
+    if "RescaleSlope" in ds or "RescaleIntercept" in ds or "ModalityLUTSequence" in ds:
+        return ds
+    return _group_item(ds, "PixelValueTransformationSequence", frame) or ds
+
+
 def _is_hu(ds: Dataset) -> bool:
-    has_lut = "RescaleSlope" in ds or "RescaleIntercept" in ds or "ModalityLUTSequence" in ds
-    return ds.get("Modality") == "CT" and has_lut and ds.get("RescaleType", "HU") == "HU"
+    lut = _rescale(ds)
+    has_lut = "RescaleSlope" in lut or "RescaleIntercept" in lut or "ModalityLUTSequence" in lut
+    return ds.get("Modality") == "CT" and has_lut and lut.get("RescaleType", "HU") == "HU"
+
+
+def _invert_monochrome1(raw: np.ndarray, ds: Dataset) -> np.ndarray:
+    """MONOCHROME1 shows high values dark: invert the stored values against the stored bit range
+    (not each image's own min and max, which differ from slice to slice)."""
+    bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)))
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if int(ds.get("PixelRepresentation", 0)) else (0, (1 << bits) - 1)
+    return (lo + hi) - raw.astype(np.int64)
 
 
 def _to_values(raw: np.ndarray, ds: Dataset) -> np.ndarray:
-    """Stored pixels -> float32 values: modality LUT for gray, RGB as it is."""
+    """Stored pixels -> float32 values: modality LUT for gray (per frame for enhanced files), RGB as it is."""
     if int(ds.get("SamplesPerPixel", 1)) > 1:
         return raw.astype(np.float32)
-    values = apply_modality_lut(raw, ds).astype(np.float32)
-    if ds.get("PhotometricInterpretation") == "MONOCHROME1" and not _is_hu(ds):
-        values = values.max() + values.min() - values  # MONOCHROME1 shows high values dark
-    return values
+    quantitative = _is_hu(ds) or ds.get("Modality") == "PT"  # HU and activity keep their meaning
+    if ds.get("PhotometricInterpretation") == "MONOCHROME1" and not quantitative:
+        raw = _invert_monochrome1(raw, ds)
+    if _frames(ds) > 1 and _rescale(ds) is not ds:
+        return np.stack([_linear(frame, _rescale(ds, i)) for i, frame in enumerate(raw)])
+    return apply_modality_lut(raw, _rescale(ds)).astype(np.float32)
+
+
+def _linear(stored: np.ndarray, lut: Dataset) -> np.ndarray:
+    slope, intercept = float(lut.get("RescaleSlope", 1.0)), float(lut.get("RescaleIntercept", 0.0))
+    return (stored.astype(np.float64) * slope + intercept).astype(np.float32)
 
 
 def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
-    for key in ("PixelSpacing", "ImagerPixelSpacing"):
-        if key in ds and ds[key].value:
-            return tuple(float(v) for v in ds[key].value)
+    measures = _group_item(ds, "PixelMeasuresSequence")
+    for source in (ds, measures) if measures is not None else (ds,):
+        for key in ("PixelSpacing", "ImagerPixelSpacing"):
+            if key in source and source[key].value:
+                return tuple(float(v) for v in source[key].value)
     return None
 
 

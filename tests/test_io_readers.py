@@ -134,3 +134,51 @@ def test_multiframe_rgb_dicom_frames_and_volume():
     volume = read_volume(path)
     assert volume.is_volume and volume.pixels.shape == (2, 100, 100, 3)
     assert np.array_equal(volume.slice(1).pixels, frame.pixels)
+
+
+def _gray_dataset(**attrs):
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.PixelRepresentation = 1, 8, 8, 0
+    for key, value in attrs.items():
+        setattr(ds, key, value)
+    return ds
+
+
+def test_monochrome1_is_inverted_against_the_bit_range_not_each_image():
+    """Two slices of one MONOCHROME1 series: stored 0 must mean the same in both (it became 100 in
+    one and 50 in the other), and 8-bit v must become 255 - v."""
+    from medfuse.runtime.dicom_read import _to_values
+
+    ds = _gray_dataset(Modality="MR", PhotometricInterpretation="MONOCHROME1")
+    a, b = _to_values(np.array([[0, 100]], np.uint8), ds), _to_values(np.array([[0, 50]], np.uint8), ds)
+    assert a[0, 0] == b[0, 0] == 255 and a[0, 1] == 155 and b[0, 1] == 205
+    ct = _gray_dataset(Modality="CT", PhotometricInterpretation="MONOCHROME1", RescaleIntercept=-1024, RescaleSlope=1)
+    assert _to_values(np.array([[1004]], np.uint16), ct)[0, 0] == -20  # Hounsfield units are not display values
+
+
+def test_enhanced_ct_takes_hu_and_spacing_from_its_functional_groups():
+    """Enhanced (multi-frame) CT keeps Rescale* and PixelSpacing in functional groups, not at the top
+    level: it was read as raw stored values, min-max stretched instead of windowed."""
+    from pydicom.dataset import Dataset
+
+    from medfuse.runtime.dicom_read import _is_hu, _pixel_spacing, _to_values
+
+    def group(**values):
+        item = Dataset()
+        for key, value in values.items():
+            setattr(item, key, value)
+        return item
+
+    shared = Dataset()
+    shared.PixelValueTransformationSequence = [group(RescaleIntercept=-1024, RescaleSlope=1, RescaleType="HU")]
+    shared.PixelMeasuresSequence = [group(PixelSpacing=[0.5, 0.7])]
+    second = Dataset()
+    second.PixelValueTransformationSequence = [group(RescaleIntercept=-1000, RescaleSlope=2)]
+    ds = _gray_dataset(Modality="CT", PhotometricInterpretation="MONOCHROME2", NumberOfFrames=2, BitsStored=16,
+                       BitsAllocated=16, SharedFunctionalGroupsSequence=[shared],
+                       PerFrameFunctionalGroupsSequence=[Dataset(), second])
+    values = _to_values(np.full((2, 1, 1), 1004, np.uint16), ds)
+    assert _is_hu(ds) and _pixel_spacing(ds) == (0.5, 0.7)
+    assert values[0, 0, 0] == -20 and values[1, 0, 0] == 1008  # frame 2 has its own rescale
