@@ -29,6 +29,7 @@ class MedicalImage:
     bit_depth: int | None = None  # bits per sample in the file (8, 16, ...); None when not meaningful
     datasets: list[Any] | None = None  # DICOM source headers (pydicom.Dataset), one per slice
     affine: np.ndarray | None = None  # NIfTI voxel-to-world 4x4 of the source volume
+    nifti_header: Any | None = None  # the source's nibabel header: qform/sform codes, units, description
     slice_axis: int | None = None  # NIfTI voxel axis a 2D image was cut along
     slice_index: int | None = None  # index of that slice (NIfTI voxel index or DICOM series position)
     is_volume: bool = False  # pixels are (D, H, W) slices, not one (H, W[, 3]) image

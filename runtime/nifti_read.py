@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +28,7 @@ class _Nifti:
     zooms: tuple[float, ...]  # mm per voxel along each spatial axis
     rgb: bool
     bit_depth: int
+    header: Any = None  # nibabel's header, for the writer to give the output the same codes and units
 
     @property
     def spatial(self) -> int:
@@ -36,7 +38,7 @@ class _Nifti:
         hu = not self.rgb and float(np.percentile(self.data, HU_AIR_PERCENT)) <= HU_AIR_THRESHOLD
         return MedicalImage(
             pixels=pixels, path=path, format="nifti", is_hu=hu, bit_depth=self.bit_depth,
-            affine=self.affine, spacing=spacing, **extra,
+            affine=self.affine, spacing=spacing, nifti_header=self.header, **extra,
         )
 
 
@@ -67,7 +69,8 @@ def _load(path: Path) -> _Nifti:
     data = np.stack([raw[c] for c in "RGB"], axis=-1) if rgb else raw
     zooms = tuple(float(z) for z in img.header.get_zooms()[: len(shape)])
     depth = 8 if rgb else int(img.header.get_data_dtype().itemsize * 8)
-    return _Nifti(data.astype(np.float32), np.asarray(img.affine, dtype=np.float64), zooms, rgb, depth)
+    return _Nifti(data.astype(np.float32), np.asarray(img.affine, dtype=np.float64), zooms, rgb, depth,
+                  img.header.copy())
 
 
 def read_nifti(path: Path, *, axis: int = 2, slice_index: int | None = None) -> MedicalImage:

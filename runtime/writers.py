@@ -43,25 +43,44 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     return Path(path)
 
 
-def write_nifti_array(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray) -> Path:
-    """Write voxel data (RGB as a trailing axis of 3 uint8, stored as NIfTI RGB24) with an affine."""
+def write_nifti_array(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray, source_header=None,
+                      shift: np.ndarray | None = None) -> Path:
+    """Write voxel data (RGB as a trailing axis of 3 uint8, stored as NIfTI RGB24) with an affine.
+
+    With the `source_header` of a NIfTI input, the output keeps its qform and sform with their
+    codes (a scanner qform beside an MNI sform stays so), its spatial and time units and (after a
+    'medfuse fusion' prefix) its description; `shift` moves both transforms to one slice.
+    """
     import nibabel as nib  # noqa: PLC0415 (only NIfTI users pay for the import)
 
     if data.dtype == np.uint8 and data.ndim == 4 and data.shape[-1] == 3:
         data = np.ascontiguousarray(data).view(RGB24)[..., 0]
     image = nib.Nifti1Image(data, np.asarray(affine, dtype=np.float64))
-    image.set_qform(image.affine, code=1)
-    image.set_sform(image.affine, code=1)
+    if source_header is None:
+        image.set_qform(image.affine, code=1)
+        image.set_sform(image.affine, code=1)
+    else:
+        _carry_header(image, source_header, np.eye(4) if shift is None else shift)
     with atomic_output(path) as tmp:
         nib.save(image, tmp)
     return Path(path)
 
 
-def _slice_affine(affine: np.ndarray, axis: int, index: int) -> np.ndarray:
-    """The affine of the one-slice volume holding voxel slice `index` along `axis`."""
+def _carry_header(image, source, shift: np.ndarray) -> None:
+    for getter, setter in ((source.get_qform, image.set_qform), (source.get_sform, image.set_sform)):
+        transform, code = getter(coded=True)
+        setter(None if transform is None else transform @ shift, code=int(code))
+    image.header.set_xyzt_units(*source.get_xyzt_units())
+    described = bytes(source["descrip"]).split(b"\0")[0].decode("latin-1", "replace")
+    image.header["descrip"] = ("medfuse fusion" + (f"; {described}" if described else ""))[:79]
+
+
+def _slice_shift(axis: int, index: int) -> np.ndarray:
+    """Voxel translation to the one-slice volume holding voxel slice `index` along `axis` (the
+    affine of that volume is the source's times this)."""
     shift = np.eye(4)
     shift[axis, 3] = index
-    return affine @ shift
+    return shift
 
 
 def _dicom_affine(reference: MedicalImage) -> np.ndarray | None:
@@ -99,12 +118,13 @@ def write_nifti(path: str | os.PathLike, volume: np.ndarray, reference: MedicalI
     stack = volume[None] if single else volume
     if reference is not None and reference.format == "nifti" and reference.affine is not None:
         axis = reference.slice_axis if reference.slice_axis is not None else 2
-        affine = reference.affine
+        shift = np.eye(4)
         if single and reference.slice_index is not None:
-            affine = _slice_affine(affine, axis, reference.slice_index)
+            shift = _slice_shift(axis, reference.slice_index)
         data = np.moveaxis(stack, 0, axis)
-    else:
-        affine = _dicom_affine(reference) if reference is not None else None
-        affine = _spacing_affine(reference) if affine is None else affine
-        data = np.moveaxis(stack, 0, 2)
+        return write_nifti_array(path, np.ascontiguousarray(data), reference.affine @ shift,
+                                 reference.nifti_header, shift)
+    affine = _dicom_affine(reference) if reference is not None else None
+    affine = _spacing_affine(reference) if affine is None else affine
+    data = np.moveaxis(stack, 0, 2)
     return write_nifti_array(path, np.ascontiguousarray(data), affine)

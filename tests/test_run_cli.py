@@ -151,6 +151,33 @@ def test_nifti_volume_keeps_the_source_affine(capsys, tmp_path, model, phantom_n
     np.testing.assert_array_equal(back.pixels.astype(np.uint8), expected_rgb(ct, mri, slice_index=middle))
 
 
+def test_nifti_output_keeps_the_source_header_codes_and_units(capsys, tmp_path, model, phantom_nifti_dir):
+    """An MNI sform (code 4) beside a scanner qform (code 1): both used to become code 1, with the
+    qform rebuilt from the sform, units unknown and the description empty."""
+    pair = []
+    for side in ("CT", "MRI"):
+        img = nib.load(phantom_nifti_dir / side / "01.nii.gz")
+        header = img.header.copy()
+        sform = img.affine.copy()
+        sform[0, 1] = 0.05  # a slight shear: not representable as a qform
+        header.set_sform(sform, code=4)
+        header.set_qform(img.affine, code=1)
+        header.set_xyzt_units("mm", "sec")
+        header["descrip"] = b"T1 MPRAGE"
+        path = tmp_path / f"{side}.nii.gz"
+        nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), None, header), path)
+        pair.append(path)
+    out = tmp_path / "fused.nii.gz"
+    code, _, err = medfuse_run(capsys, *pair, "-o", out, "--model", model)
+    assert code == 0, err
+    src, fused = nib.load(pair[0]).header, nib.load(out).header
+    for getter in ("get_qform", "get_sform"):
+        (a, code_a), (b, code_b) = getattr(src, getter)(coded=True), getattr(fused, getter)(coded=True)
+        np.testing.assert_allclose(b, a, atol=1e-5)
+        assert code_a == code_b
+    assert fused.get_xyzt_units() == ("mm", "sec") and bytes(fused["descrip"]).startswith(b"medfuse fusion; T1 MPRAGE")
+
+
 def test_dicom_series_to_series_and_to_nifti(capsys, tmp_path, model, phantom_dicom_dir):
     ct, mri = phantom_dicom_dir / "CT" / "02", phantom_dicom_dir / "MRI" / "02"
     code, _, err = medfuse_run(capsys, ct, mri, "-o", tmp_path / "series", "--model", model)
