@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -80,20 +81,32 @@ def _copy_patient_study(ds: Dataset, source: Dataset | None) -> None:
             setattr(ds, key, source[key].value)
 
 
-def _reference_item(source: Dataset) -> Dataset:
+@dataclass(frozen=True)
+class _Source:
+    """One source image: its file's header and, for a multi-frame file, which frame (0-based)."""
+
+    ds: Dataset
+    frame: int | None = None
+
+
+def _reference_item(source: _Source) -> Dataset:
     item = Dataset()
-    item.ReferencedSOPClassUID = source.SOPClassUID
-    item.ReferencedSOPInstanceUID = source.SOPInstanceUID
+    item.ReferencedSOPClassUID = source.ds.SOPClassUID
+    item.ReferencedSOPInstanceUID = source.ds.SOPInstanceUID
+    if source.frame is not None:  # Type 1C when one frame of a multi-frame image is meant (PS3.3 10-3)
+        item.ReferencedFrameNumber = source.frame + 1
     return item
 
 
-def _source_datasets(images: Sequence[MedicalImage | None], index: int) -> list[Dataset]:
+def _source_datasets(images: Sequence[MedicalImage | None], index: int) -> list[_Source]:
     found = []
     for image in images:
         if image is not None and image.datasets:
-            source = image.datasets[min(index, len(image.datasets) - 1)]
-            if "SOPInstanceUID" in source and "SOPClassUID" in source:
-                found.append(source)
+            ds = image.datasets[min(index, len(image.datasets) - 1)]
+            if "SOPInstanceUID" in ds and "SOPClassUID" in ds:
+                multi = int(ds.get("NumberOfFrames", 1) or 1) > 1
+                frame = (index if image.is_volume else image.slice_index or 0) if multi else None
+                found.append(_Source(ds, frame))
     return found
 
 
@@ -149,7 +162,7 @@ def _image(ds: Dataset, ct: Dataset | None, instance_number: int) -> None:
         ds.PixelSpacing = ct.PixelSpacing  # the fused image is on the CT's pixel grid
 
 
-def _references(ds: Dataset, ct: Dataset | None, others: list[Dataset]) -> None:
+def _references(ds: Dataset, ct: _Source | None, others: list[_Source]) -> None:
     sources = ([ct] if ct is not None else []) + others
     if sources:
         ds.SourceImageSequence = DicomSequence([_reference_item(s) for s in sources])
@@ -168,14 +181,15 @@ def secondary_capture(
 ) -> Dataset:
     """One RGB Secondary Capture dataset derived from `reference` (the CT) and `extra_sources`."""
     ds = new_dataset(SecondaryCaptureImageStorage, generate_uid())
-    ct = next(iter(_source_datasets([reference], slice_index)), None)
+    source = next(iter(_source_datasets([reference], slice_index)), None)
+    ct = source.ds if source is not None else None
     _copy_patient_study(ds, ct)
     _stamp(ds, when or dt.datetime.now())
     if ct is None:  # a new study of its own: date it now
         ds.StudyDate, ds.StudyTime, ds.StudyID = ds.ContentDate, ds.ContentTime, "1"
     _series(ds, ct, series_uid)
     _image(ds, ct, instance_number)
-    _references(ds, ct, _source_datasets(extra_sources, slice_index))
+    _references(ds, source, _source_datasets(extra_sources, slice_index))
     _set_rgb_pixels(ds, rgb)
     return ds
 

@@ -115,3 +115,19 @@ def test_orientation_letters_put_the_dominant_axis_first():
 @pytest.mark.parametrize("modality", ["CT", "MRI"])
 def test_phantom_series_pass_dciodvfy(phantom_dicom_dir, modality):
     assert dciodvfy_errors(next((phantom_dicom_dir / modality / "01").iterdir())) == []
+
+
+def test_references_to_one_frame_of_a_multiframe_source_name_the_frame(tmp_path):
+    """ReferencedFrameNumber is Type 1C when one frame of a multi-frame image is meant (PS3.3 Table 10-3)."""
+    source = pydicom.data.get_testdata_file("SC_rgb_rle_2frame.dcm")  # ships with pydicom
+    frame = read_image(source, slice_index=1)
+    ds = pydicom.dcmread(write_dicom_secondary_capture(tmp_path / "one.dcm", RNG.integers(
+        0, 256, (100, 100, 3), dtype=np.uint8), frame))
+    assert ds.SourceImageSequence[0].ReferencedFrameNumber == 2
+    volume = read_volume(source)
+    folder = write_dicom_series(tmp_path / "series", RNG.integers(0, 256, (2, 100, 100, 3), dtype=np.uint8), volume)
+    frames = [pydicom.dcmread(f).SourceImageSequence[0].ReferencedFrameNumber for f in sorted(folder.iterdir())]
+    assert frames == [1, 2]
+    single = pydicom.dcmread(write_dicom_secondary_capture(tmp_path / "plain.dcm", np.zeros((64, 64, 3), np.uint8),
+                                                           read_image(pydicom.data.get_testdata_file("CT_small.dcm"))))
+    assert "ReferencedFrameNumber" not in single.SourceImageSequence[0]  # a single-frame image: no frame
