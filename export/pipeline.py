@@ -49,6 +49,9 @@ def validate(request: ExportRequest) -> list[tuple[Path, Path]]:
         raise MedfuseError(f"--opset must be {MIN_OPSET} or newer (the dynamo exporter's minimum), got {request.opset}")
     if request.threads is not None and request.threads < 1:
         raise MedfuseError(f"--threads must be at least 1, got {request.threads}")
+    if request.triton_repo is not None and request.batch.min > 1:
+        raise MedfuseError(f"--triton-repo with --batch MIN {request.batch.min}: Triton sends batches from 1, "
+                           "which the engine's profile must then accept; use --batch 1,OPT,MAX")
     if request.calib_pairs < 1 or request.parity_pairs < 0:
         raise MedfuseError("--calib-pairs must be at least 1 and --parity-pairs at least 0")
     if request.engine == "require":

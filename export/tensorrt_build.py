@@ -159,8 +159,26 @@ def _config(trt, builder, options: EngineOptions):
 def _load_timing_cache(config, path: Path):
     blob = path.read_bytes() if path.is_file() else b""
     cache = config.create_timing_cache(blob)
-    config.set_timing_cache(cache, False)  # False: reject a cache from another TensorRT/GPU
+    # ignore_mismatch=False: a cache from another TensorRT or GPU (the default path is shared by
+    # every machine with this home folder) is refused, returning False; start a fresh one then.
+    if not config.set_timing_cache(cache, False):
+        cache = config.create_timing_cache(b"")
+        config.set_timing_cache(cache, False)
     return cache
+
+
+def _save_timing_cache(config, path: Path) -> None:
+    cache = config.get_timing_cache()
+    if cache is not None:  # the engine is built either way: a cache is only a speed-up
+        with atomic_output(path) as tmp:
+            tmp.write_bytes(bytes(cache.serialize()))
+
+
+def _check_hardware_compat(options: EngineOptions, gpu: GpuInfo) -> None:
+    major = int(str(gpu.compute_capability).split(".")[0] or 0)
+    if options.hardware_compat and major < 8:
+        raise MedfuseError(f"--hardware-compat builds Ampere-or-newer engines, which needs an Ampere or newer GPU to "
+                           f"build on; this one ({gpu.name}) has compute capability {gpu.compute_capability}")
 
 
 def build_engine(onnx_path: str | Path, plan_path: str | Path, options: EngineOptions, *, precision: str,
@@ -169,6 +187,7 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, options: EngineOp
     gpu = detect_gpu()
     if isinstance(gpu, str):
         raise MedfuseError(gpu)
+    _check_hardware_compat(options, gpu)
     import tensorrt as trt
 
     onnx_path, plan_path = Path(onnx_path), Path(plan_path)
@@ -182,8 +201,7 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, options: EngineOp
         raise MedfuseError("TensorRT failed to build the engine (see the TensorRT messages above)", onnx_path)
     with atomic_output(plan_path) as tmp:
         tmp.write_bytes(bytes(plan))
-    with atomic_output(options.timing_cache) as tmp:
-        tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
+    _save_timing_cache(config, options.timing_cache)
     meta = sidecar(trt_version=trt.__version__, gpu=gpu, precision=precision, options=options,
                    onnx_sha256=sha256_file(onnx_path), preprocess_config=preprocess_config,
                    plan_sha256=sha256_file(plan_path), metadata=metadata)

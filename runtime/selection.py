@@ -82,6 +82,10 @@ def _ort(backend: str, precision: str, av: Available, why: str = "") -> Choice:
                            f"(it offers {', '.join(av.ort_providers)}): {GPU_HINT}")
     if not av.onnx:
         raise MedfuseError(f"--backend {backend} needs an ONNX model (model.onnx) in the model folder")
+    if precision == "int8" and backend == "onnxruntime-tensorrt":
+        # medfuse's int8 file is uint8 asymmetric QDQ (for CPUs); TensorRT takes symmetric int8 only
+        raise MedfuseError("--precision int8 is a CPU variant (asymmetric uint8 QDQ) that TensorRT cannot run; "
+                           "use fp16 or fp32 with --backend onnxruntime-tensorrt")
     if precision == "auto":
         precision, note = _auto_ort_precision(backend, av)
     elif precision not in av.onnx:

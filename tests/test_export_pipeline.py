@@ -51,7 +51,7 @@ def test_engine_is_built_from_fp16_checked_and_listed(fake_engine, tmp_path):
     tiny, calls = fake_engine
     out, repo = tmp_path / "artifacts", tmp_path / "triton"
     result = pipeline.run_export(pipeline.ExportRequest(tiny["checkpoint"], out, fp16=True, batch=BatchProfile(2, 4, 8),
-                                                        triton_repo=repo, version_compatible=True))
+                                                        version_compatible=True))
     assert calls["source"] == "model.fp16.onnx" and calls["min_batch"] == 2
     assert calls["options"].version_compatible and calls["options"].batch.max == 8
     names = [p.name for p in result.files]
@@ -59,9 +59,15 @@ def test_engine_is_built_from_fp16_checked_and_listed(fake_engine, tmp_path):
     plan = next(a for a in json.loads((out / "manifest.json").read_text())["artifacts"] if a["format"] == "tensorrt-plan")
     assert plan["file"] == "model.plan" and plan["precision"] == "fp16" and plan["sha256"] == sha256_file(out / "model.plan")
     assert plan["parity"]["passed"] and plan["parity"]["max_abs"] == pytest.approx(1e-4, rel=1e-2)
+    assert result.notes == []
+    # Triton sends batches from 1, so with a repository the profile must start at 1
+    with pytest.raises(MedfuseError, match="Triton sends batches from 1"):
+        pipeline.run_export(pipeline.ExportRequest(tiny["checkpoint"], tmp_path / "b", batch=BatchProfile(2, 4, 8),
+                                                   triton_repo=repo))
+    pipeline.run_export(pipeline.ExportRequest(tiny["checkpoint"], tmp_path / "c", fp16=True,
+                                               batch=BatchProfile(1, 4, 8), triton_repo=repo))
     assert (repo / "medfuse_trt" / "1" / "model.plan").read_bytes() == b"PLAN"
     assert (repo / "medfuse_onnx" / "1" / "model.onnx").is_file()
-    assert result.notes == []
 
 
 def test_engine_over_tolerance_fails_and_writes_nothing(fake_engine, tmp_path):

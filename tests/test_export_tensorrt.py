@@ -154,7 +154,10 @@ class _FakeTrt(types.ModuleType):
                 return Cache(bytes(blob))
 
             def set_timing_cache(self, cache, ignore_mismatch):
+                if cache.blob.startswith(b"FOREIGN") and not ignore_mismatch:
+                    return False  # TensorRT refuses another GPU's or version's cache, attaches nothing
                 self.cache = cache
+                return True
 
             def get_timing_cache(self):
                 return self.cache
@@ -233,6 +236,31 @@ def test_fake_build_writes_plain_plan_sidecar_and_reuses_the_timing_cache(monkey
     tb.build_engine(onnx_file, plan, _options(tmp_path, version_compatible=True), **kwargs)  # reuses the cache
     assert ("cache_in", b"+timed") in trt.calls
     assert ("flag", "VERSION_COMPATIBLE") in trt.calls and ("flag", "EXCLUDE_LEAN_RUNTIME") not in trt.calls
+
+
+def test_a_timing_cache_of_another_gpu_is_replaced_not_fatal(monkeypatch, tmp_path):
+    """The default cache path is shared by every machine with this home folder; TensorRT refuses a
+    foreign cache, after which get_timing_cache() gave None and the build died after writing the plan."""
+    trt = _FakeTrt()
+    _fake_env(monkeypatch, trt)
+    (tmp_path / "m.onnx").write_bytes(b"onnx")
+    options = _options(tmp_path)
+    options.timing_cache.parent.mkdir(parents=True)
+    options.timing_cache.write_bytes(b"FOREIGN-cache")
+    tb.build_engine(tmp_path / "m.onnx", tmp_path / "model.plan", options, precision="fp32", preprocess_config={},
+                    metadata={})
+    assert ("cache_in", b"FOREIGN-cache") in trt.calls and ("cache_in", b"") in trt.calls
+    assert (tmp_path / "model.plan.json").is_file() and options.timing_cache.read_bytes() == b"+timed"
+
+
+def test_hardware_compat_needs_an_ampere_gpu_to_build_on(monkeypatch, tmp_path):
+    trt = _FakeTrt()
+    _fake_env(monkeypatch, trt)
+    monkeypatch.setattr(tb, "detect_gpu", lambda: tb.GpuInfo("Tesla T4", "7.5"))
+    (tmp_path / "m.onnx").write_bytes(b"onnx")
+    with pytest.raises(MedfuseError, match="compute capability 7.5"):
+        tb.build_engine(tmp_path / "m.onnx", tmp_path / "model.plan", _options(tmp_path, hardware_compat=True),
+                        precision="fp32", preprocess_config={}, metadata={})
 
 
 def test_fake_build_on_tensorrt_11_uses_no_creation_flag(monkeypatch, tmp_path):

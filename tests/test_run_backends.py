@@ -122,6 +122,12 @@ def test_version_compatible_engine_runs_on_later_tensorrt_only():
     assert "older" in version_problem(info, "10.12.0")
 
 
+def test_engine_without_its_lean_runtime_needs_the_exact_version():
+    info = PlanInfo.from_sidecar({**EXPORT_SIDECAR, "version_compatible": True, "exclude_lean_runtime": True})
+    assert version_problem(info, EXPORT_SIDECAR["tensorrt_version"]) is None
+    assert "without its lean runtime" in version_problem(info, "11.0.0")
+
+
 def test_hardware_compatible_engine_needs_ampere_or_newer():
     info = PlanInfo.from_sidecar({**EXPORT_SIDECAR, "hardware_compatibility": "ampere_plus"})
     assert hardware_problem(info, (9, 0)) is None
@@ -165,10 +171,28 @@ def test_tensorrt_runner_matches_onnxruntime(tmp_path):
 
     onnx_path = write_model(tmp_path / "model.onnx", "fp32")
     meta = build_engine(onnx_path, tmp_path / "model.plan", EngineOptions(BatchProfile(1, 2, 4), 32,
-                        tmp_path / "timing.cache"), precision="fp32", preprocess_config={"input_size": 32})
+                        tmp_path / "timing.cache"), precision="fp32", preprocess_config={"input_size": 32},
+                        metadata={})
     feeds = _feeds(batch=6)  # above the profile's max: the runner splits it
     with TensorRTRunner(tmp_path / "model.plan", PlanInfo.from_sidecar(meta)) as runner:
         fused = runner.infer(feeds)["fused"]
         again = runner.infer(_feeds(batch=1))["fused"]  # buffers reused at a smaller batch
     np.testing.assert_allclose(fused, expected_fused(feeds["ct"], feeds["mri"]), atol=1e-6)
     assert again.shape == (1, 3, 32, 32)
+
+
+def test_a_batch_under_the_profile_minimum_is_padded_then_cut(tmp_path):
+    """A profile with MIN > 1 refused one pair (set_input_shape fails outside the profile)."""
+    runner = TensorRTRunner(tmp_path / "model.plan")
+    runner.min_batch = 4
+    seen = []
+
+    def profiled(feeds):
+        seen.append(len(feeds["ct"]))
+        return {"fused": feeds["ct"] * 2}
+
+    runner._infer_profiled = profiled
+    feeds = _feeds(batch=1)
+    out = runner._infer_one(feeds)["fused"]
+    assert seen == [4] and out.shape == (1, *feeds["ct"].shape[1:])
+    np.testing.assert_array_equal(out, feeds["ct"] * 2)

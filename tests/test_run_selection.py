@@ -52,6 +52,23 @@ def test_auto_never_picks_the_onnxruntime_tensorrt_provider():
     assert choose("onnxruntime-tensorrt", "fp16", avail(providers=TRT_EP)).backend == "onnxruntime-tensorrt"
 
 
+def test_the_cpu_int8_file_is_refused_by_the_tensorrt_provider():
+    """medfuse's int8 ONNX is asymmetric uint8 QDQ; TensorRT quantizes symmetrically only."""
+    with pytest.raises(MedfuseError, match="TensorRT cannot run"):
+        choose("onnxruntime-tensorrt", "int8", avail(providers=TRT_EP))
+
+
+def test_the_tensorrt_provider_caches_engines_and_timings_per_onnxruntime_version():
+    import onnxruntime
+
+    from medfuse.runtime.backends.onnxruntime_backend import provider_options
+
+    trt_ep, options = provider_options("tensorrt", "fp16", None)[0]
+    assert trt_ep == "TensorrtExecutionProvider" and options["trt_fp16_enable"]
+    assert options["trt_engine_cache_enable"] and options["trt_timing_cache_enable"]
+    assert options["trt_engine_cache_path"].endswith(f"ort-tensorrt-{onnxruntime.__version__}")
+
+
 @pytest.mark.parametrize("backend, av, needle", [
     ("tensorrt", avail(), "needs model.plan"),
     ("tensorrt", avail(plan="fp16", problem="the tensorrt package is not installed"), "tensorrt package"),

@@ -53,15 +53,28 @@ def available_providers() -> tuple[str, ...]:
     return tuple(ort.get_available_providers())
 
 
+def _default_trt_cache() -> Path:
+    """One engine cache per ONNX Runtime version: its engines must be rebuilt when ONNX Runtime or
+    TensorRT changes (ONNX Runtime's TensorRT provider docs); a new folder does that."""
+    try:
+        import onnxruntime as ort
+
+        version = ort.__version__
+    except ImportError:
+        version = "unknown"
+    return Path.home() / ".cache" / "medfuse" / f"ort-tensorrt-{version}"
+
+
 def provider_options(device: str, precision: str, cache_dir: Path | None) -> list:
     """The `providers` argument of InferenceSession for a device."""
     out: list = []
     for ep in DEVICE_PROVIDERS[device]:
         if ep == TENSORRT_EP:
-            cache = cache_dir or Path.home() / ".cache" / "medfuse" / "ort-tensorrt"
-            # Building engines takes minutes: the cache makes it a one-time cost per model and shape.
+            cache = cache_dir or _default_trt_cache()
+            # Building engines takes minutes: the caches make it a one-time cost per model and shape.
             out.append((ep, {"trt_fp16_enable": precision == "fp16", "trt_engine_cache_enable": True,
-                             "trt_engine_cache_path": str(cache)}))
+                             "trt_engine_cache_path": str(cache), "trt_timing_cache_enable": True,
+                             "trt_timing_cache_path": str(cache)}))
         else:
             out.append(ep)
     return out

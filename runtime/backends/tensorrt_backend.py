@@ -70,6 +70,7 @@ class PlanInfo:
     gpu_name: str | None = None
     precision: str | None = None
     version_compatible: bool = False
+    exclude_lean_runtime: bool = False  # version-compatible without its lean runtime: same version only
     hardware_compatibility: str | None = None  # None/"none", "ampere_plus", "same_compute_capability"
     preprocess_config: dict | None = None
     raw: dict = field(default_factory=dict)
@@ -84,6 +85,7 @@ class PlanInfo:
                 gpu_name=data.get("gpu_name", data.get("gpu")),
                 precision=data.get("precision"),
                 version_compatible=bool(data.get("version_compatible", False)),
+                exclude_lean_runtime=bool(data.get("exclude_lean_runtime", False)),
                 hardware_compatibility=(str(hw).lower() if hw not in (None, False) else None),
                 preprocess_config=data.get("preprocess_config"),
                 raw=dict(data),
@@ -111,6 +113,10 @@ def version_problem(info: PlanInfo, runtime_version: str) -> str | None:
     if not info.tensorrt_version or not runtime_version:
         return None
     built, here = _version_tuple(info.tensorrt_version), _version_tuple(runtime_version)
+    if info.version_compatible and info.exclude_lean_runtime and built != here:
+        # The plan does not carry the lean runtime that would run it elsewhere (IRuntime::loadRuntime).
+        return (f"the engine was built with TensorRT {info.tensorrt_version} version-compatible but without its "
+                f"lean runtime, so it runs only on that version's tensorrt-lean; this machine has {runtime_version}")
     if info.version_compatible:
         if here < built:
             return (f"the engine was built with TensorRT {info.tensorrt_version} (version-compatible); "
@@ -201,7 +207,10 @@ def probe_gpu(cudart=None) -> GpuInfo | str:
         except MedfuseError as err:
             return str(err)
     err, count = cudart.cudaGetDeviceCount()
-    if err != cudart.cudaError_t.cudaSuccess or count == 0:
+    if err != cudart.cudaError_t.cudaSuccess:
+        # e.g. cudaErrorInsufficientDriver: cuda-python built for a newer CUDA than the driver
+        return f"no NVIDIA GPU is usable here (cudaGetDeviceCount: {getattr(err, 'name', err)})"
+    if count == 0:
         return "no NVIDIA GPU is visible here (cudaGetDeviceCount found none)"
     prop = _cuda(cudart, cudart.cudaGetDeviceProperties(0), "cudaGetDeviceProperties")
     name = prop.name.decode(errors="replace").rstrip("\x00") if isinstance(prop.name, bytes) else str(prop.name)
@@ -262,6 +271,7 @@ class TensorRTRunner(Runner):
         self._trt = None
         self._runtime = self._engine = self._context = self._stream = None
         self._buffers: dict[str, _Buffer] = {}
+        self.min_batch = 1  # the engine profile's smallest batch (read on activate)
 
     def activate(self) -> None:
         if not self.path.is_file():
@@ -302,7 +312,8 @@ class TensorRTRunner(Runner):
             if engine.get_tensor_dtype(n) != trt.DataType.FLOAT:
                 raise MedfuseError(f"tensor {n!r} is {engine.get_tensor_dtype(n)}; medfuse engines take and give "
                                    "float32", self.path)
-        self.max_batch = int(engine.get_tensor_profile_shape(self.input_names[0], 0)[2][0])
+        profile = engine.get_tensor_profile_shape(self.input_names[0], 0)  # (min, opt, max) shapes
+        self.min_batch, self.max_batch = int(profile[0][0]), int(profile[2][0])
         self._engine = engine
         self._context = engine.create_execution_context()
         self._buffers = {n: _Buffer(self._cudart) for n in (*self.input_names, *self.output_names)}
@@ -317,6 +328,14 @@ class TensorRTRunner(Runner):
         return {n: np.concatenate([p[n] for p in parts]) for n in self.output_names}
 
     def _infer_one(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        batch = int(feeds[self.input_names[0]].shape[0])
+        if batch < self.min_batch:  # under the profile's minimum (a last chunk, one pair): pad, then drop
+            padded = {n: np.concatenate([feeds[n], np.zeros((self.min_batch - batch, *feeds[n].shape[1:]),
+                                                            feeds[n].dtype)]) for n in self.input_names}
+            return {n: out[:batch] for n, out in self._infer_profiled(padded).items()}
+        return self._infer_profiled(feeds)
+
+    def _infer_profiled(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         cudart, ctx = self._cudart, self._context
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         arrays = {n: np.ascontiguousarray(feeds[n], dtype=np.float32) for n in self.input_names}
