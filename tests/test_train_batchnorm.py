@@ -83,3 +83,25 @@ def test_negative_epoch_count_is_refused(phantom_dir, tmp_path):
     result = CliRunner().invoke(cli.app, ["finetune", "--data", str(phantom_dir), "--out", str(tmp_path / "o"),
                                           "--set", "train.freeze_batchnorm_epochs=-1", *TINY])
     assert result.exit_code != 0 and "epoch counts must be >= 0" in result.output + str(result.exception)
+
+
+def test_recalibration_leaves_frozen_encoders_alone():
+    """When BatchNorm is fixed while the encoders are still frozen, re-estimating it put the
+    encoders back in train mode and replaced the statistics their freeze was meant to keep."""
+    from medfuse.train.config import ModelConfig
+    from medfuse.train.model import build_model
+    from medfuse.train.schedule import set_encoders_frozen
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.tiny())
+    model.train()
+    set_encoders_frozen(model, True)
+    before = {k: v.clone() for k, v in bn_stats(model.state_dict()).items()}
+    batches = [(torch.rand(2, 3, 64, 64), torch.rand(2, 1, 64, 64)) for _ in range(2)]
+    recalibrate_batchnorm(model, batches, lambda a, b: model(a, b))
+    after = bn_stats(model.state_dict())
+    encoders = [k for k in before if k.startswith(("ct_encoder", "mri_encoder"))]
+    others = [k for k in before if k not in encoders]
+    assert encoders and all(torch.equal(before[k], after[k]) for k in encoders)
+    assert any(not torch.equal(before[k], after[k]) for k in others)
+    assert not model.ct_encoder.training and not model.mri_encoder.training

@@ -78,3 +78,12 @@ def test_two_gloo_processes_stay_in_sync(phantom_dir, tmp_path):
     assert history["world_size"] == 2 and [e["epoch"] for e in history["epochs"]] == [1, 2]
     assert [e["train"]["skipped_steps"] for e in history["epochs"]] == [1, 0]
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "curves.png", "history.json", "last.pt"]
+
+
+def test_validation_shards_count_every_image_once():
+    """DistributedSampler pads: with 5 images on 2 ranks image 0 was validated twice."""
+    from medfuse.train.trainer import ShardSampler
+
+    shards = [list(ShardSampler(5, rank, 2)) for rank in range(2)]
+    assert shards == [[0, 2, 4], [1, 3]] and sorted(shards[0] + shards[1]) == list(range(5))
+    assert list(ShardSampler(5, 0, 1)) == list(range(5))  # one process: the whole set in order, as before

@@ -34,15 +34,15 @@ def set_batchnorm_eval(model: nn.Module) -> None:
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, batches: Batches, forward: Callable[[torch.Tensor, torch.Tensor], object],
                           distributed: bool = False) -> int:
-    """Replace every BatchNorm's running statistics by the plain average over `batches` (fed through
-    `forward` in train mode); with `distributed`, averaged over the ranks too. Returns the batch count."""
-    layers = batchnorm_layers(model)
+    """Replace the running statistics of every BatchNorm in train mode by the plain average over
+    `batches` (fed through `forward`); with `distributed`, averaged over the ranks too. Layers in
+    eval mode (frozen encoders) keep theirs: re-estimating must not undo a freeze. The caller
+    sets the modes (Trainer._set_phase); returns the batch count."""
+    layers = [layer for layer in batchnorm_layers(model) if layer.training]
     momenta = [layer.momentum for layer in layers]
     for layer in layers:
         layer.reset_running_stats()
         layer.momentum = None  # None: cumulative average instead of an exponential one
-    was_training = model.training
-    model.train()
     count = 0
     for ct, mri in batches:
         forward(ct, mri)
@@ -53,5 +53,4 @@ def recalibrate_batchnorm(model: nn.Module, batches: Batches, forward: Callable[
             for stat in (layer.running_mean, layer.running_var):
                 dist.all_reduce(stat, op=dist.ReduceOp.SUM)
                 stat /= dist.get_world_size()
-    model.train(was_training)
     return count

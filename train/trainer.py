@@ -19,7 +19,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from medfuse.runtime.atomic import atomic_link_or_copy, check_writable, remove_stale_temporaries
 from medfuse.runtime.errors import MedfuseError
@@ -85,6 +85,19 @@ def remove_run_files(out: Path) -> None:
 RECALIBRATION_PASSES = 4
 
 
+class ShardSampler(Sampler):
+    """Every `world`-th index from `rank`, in order: each image on exactly one rank, none repeated."""
+
+    def __init__(self, size: int, rank: int, world: int):
+        self.indices = list(range(rank, size, world))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
 class Trainer:
     """Owns the model, optimiser state and loaders of one run (one process of a DDP job)."""
 
@@ -133,9 +146,15 @@ class Trainer:
             self.console.print(message, style=style, markup=False, highlight=False, soft_wrap=True)
 
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
-        sampler = DistributedSampler(
-            dataset, num_replicas=self.env.world_size, rank=self.env.rank, shuffle=shuffle, seed=self.cfg.seed
-        )
+        """Training: DistributedSampler (shuffled, equal shares). Validation: disjoint shards without
+        padding: DistributedSampler repeats images so every rank gets as many, and the validation
+        loss (hence best.pt and early stopping) would then depend on the number of processes."""
+        if shuffle:
+            sampler = DistributedSampler(
+                dataset, num_replicas=self.env.world_size, rank=self.env.rank, shuffle=True, seed=self.cfg.seed
+            )
+        else:
+            sampler = ShardSampler(len(dataset), self.env.rank, self.env.world_size)
         return DataLoader(
             dataset, batch_size=self.cfg.batch_size, sampler=sampler, num_workers=self.cfg.num_workers,
             pin_memory=self.device.type == "cuda",
