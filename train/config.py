@@ -36,7 +36,9 @@ ROLE_PAIRS = (("ct", "mri"), ("vis", "ir"))
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of FusionNet. Defaults reproduce the spec (about 55 M parameters)."""
+    """Architecture of FusionNet. Defaults reproduce the spec (about 55 M parameters) except the
+    decoder's upsampling: resize-conv by default, the spec's transposed convolutions with
+    decoder_upsample="transpose2" (they drew a checkerboard: train/decoder.py)."""
 
     encoder: str = "resnet34"  # block layout of both encoders, a key of ENCODER_BLOCKS
     width: int = 64  # first-stage channels, doubled per stage; 64 = torchvision (ImageNet weights fit)
