@@ -218,5 +218,5 @@ def refuse_unwritable(paths: list[Path]) -> None:
     """Each output's nearest existing folder must be writable (read-only mounts, permissions)."""
     from medfuse.runtime.atomic import check_writable
 
-    for parent in dict.fromkeys(p.parent for p in paths):  # a folder's thousand outputs: one check
-        check_writable(parent / "_")
+    for path in {p.parent: p for p in paths}.values():  # a folder's thousand outputs: one check
+        check_writable(path)
