@@ -45,7 +45,7 @@ need_files() {
 # FORCE=1 replaces them on purpose.
 refuse_finished() {
     local dir
-    [[ -n ${FORCE:-} ]] && return 0
+    [[ ${FORCE:-0} == 1 ]] && return 0
     for dir in "$@"; do
         if [[ -e $dir/last.pt ]]; then
             die "$dir already holds a training run; choose another OUT, or set FORCE=1 to replace it"

@@ -13,7 +13,8 @@
 # its schedule is set below). CONFIG=FILE uses another file. An OUT that already holds a run is
 # refused; FORCE=1 replaces it.
 # Device: auto (CUDA when PyTorch sees one, else CPU with bf16). On a busy CPU set
-# MEDFUSE_THREADS=1 (one torch thread; see README "Threads on a busy CPU").
+# MEDFUSE_THREADS=1 (one torch and ONNX Runtime thread for training, export and scoring; see
+# README "Threads on a busy CPU").
 # Smoke run of the whole chain (2 min here; the model it makes is untrained):
 #   PRETRAIN_EPOCHS=1 FINETUNE_EPOCHS=1 EXTRA="--limit-pairs 8 --steps-per-epoch 2" recipes/harvard.sh DATA OUT
 #

@@ -78,7 +78,7 @@ def _rescale(ds: Dataset, frame: int | None = None) -> Dataset:
 
 
 def _is_hu(ds: Dataset) -> bool:
-    lut = _rescale(ds)
+    lut = _rescale(ds, 0)  # the first frame's when rescale is given per frame only
     has_lut = "RescaleSlope" in lut or "RescaleIntercept" in lut or "ModalityLUTSequence" in lut
     return ds.get("Modality") == "CT" and has_lut and lut.get("RescaleType", "HU") == "HU"
 

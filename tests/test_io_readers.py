@@ -182,3 +182,18 @@ def test_enhanced_ct_takes_hu_and_spacing_from_its_functional_groups():
     values = _to_values(np.full((2, 1, 1), 1004, np.uint16), ds)
     assert _is_hu(ds) and _pixel_spacing(ds) == (0.5, 0.7)
     assert values[0, 0, 0] == -20 and values[1, 0, 0] == 1008  # frame 2 has its own rescale
+
+
+def test_enhanced_ct_with_rescale_only_per_frame_is_hu():
+    from pydicom.dataset import Dataset
+
+    from medfuse.runtime.dicom_read import _is_hu
+
+    frames = []
+    for intercept in (-1024, -1000):
+        group, item = Dataset(), Dataset()
+        item.RescaleIntercept, item.RescaleSlope, item.RescaleType = intercept, 1, "HU"
+        group.PixelValueTransformationSequence = [item]
+        frames.append(group)
+    ds = _gray_dataset(Modality="CT", NumberOfFrames=2, PerFrameFunctionalGroupsSequence=frames)
+    assert _is_hu(ds)
