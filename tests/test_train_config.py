@@ -84,6 +84,7 @@ def test_values_are_checked_and_converted_to_the_field_type(tmp_path):
     base = RunConfig.defaults("finetune")
     # Text that spells the type is converted: "False" used to be stored as a truthy string (CLAHE on).
     assert base.updated("preprocess", {"clahe": "False"}, "--set").preprocess.clahe is False
+    assert base.updated("train", {"epochs": 40.0}).train.epochs == 40  # a JSON writer's whole float
     assert base.merged(_parse_set(["preprocess.clahe=False", "train.epochs=12", "loss.w_content=1e-3"]), "--set") \
         == base.updated("preprocess", {"clahe": False}).updated("train", {"epochs": 12}).updated(
             "loss", {"w_content": 0.001})

@@ -204,8 +204,9 @@ def _convert(value, kind: str):
             value = float(value) if kind == "float" else int(value.strip())
         except ValueError:
             return None
-    if kind == "int":
-        return value if isinstance(value, int) else None
+    if kind == "int":  # 40.0 (a JSON writer's float) is 40; 2.5 epochs is no int
+        whole = isinstance(value, float) and value.is_integer()
+        return int(value) if whole else value if isinstance(value, int) else None
     return float(value) if isinstance(value, (int, float)) else None
 
 
