@@ -8,8 +8,7 @@ from pathlib import Path
 
 from medfuse.benchmarks import plots, tables
 from medfuse.benchmarks.suite import SuiteResult
-from medfuse.runtime.atomic import atomic_output
-from medfuse.runtime.errors import MedfuseError
+from medfuse.runtime.atomic import atomic_output, check_writable
 from medfuse.runtime.json_safe import json_safe
 
 SCHEMA = "medfuse-bench-report/1"
@@ -97,13 +96,8 @@ def generated_now() -> str:
 
 
 def check_output_folder(out_dir: Path) -> None:
-    """Refuse a report folder that cannot be one (a file, or under a file)."""
-    for path in (Path(out_dir), *Path(out_dir).parents):
-        if path.exists():
-            if not path.is_dir():
-                raise MedfuseError("report output is under a file, not a folder" if path != Path(out_dir)
-                                   else "report output exists and is not a folder", path)
-            return
+    """Refuse a report folder that cannot be one (a file, under a file, read-only)."""
+    check_writable(Path(out_dir) / REPORT_MD)
 
 
 def _machine_line(doc: dict) -> str:

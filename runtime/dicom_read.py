@@ -98,14 +98,9 @@ def _to_values(raw: np.ndarray, ds: Dataset) -> np.ndarray:
     quantitative = _is_hu(ds) or ds.get("Modality") == "PT"  # HU and activity keep their meaning
     if ds.get("PhotometricInterpretation") == "MONOCHROME1" and not quantitative:
         raw = _invert_monochrome1(raw, ds)
-    if _frames(ds) > 1 and _rescale(ds) is not ds:
-        return np.stack([_linear(frame, _rescale(ds, i)) for i, frame in enumerate(raw)])
+    if _frames(ds) > 1 and _rescale(ds) is not ds:  # enhanced: each frame through its own group's LUT
+        return np.stack([apply_modality_lut(frame, _rescale(ds, i)) for i, frame in enumerate(raw)]).astype(np.float32)
     return apply_modality_lut(raw, _rescale(ds)).astype(np.float32)
-
-
-def _linear(stored: np.ndarray, lut: Dataset) -> np.ndarray:
-    slope, intercept = float(lut.get("RescaleSlope", 1.0)), float(lut.get("RescaleIntercept", 0.0))
-    return (stored.astype(np.float64) * slope + intercept).astype(np.float32)
 
 
 def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:

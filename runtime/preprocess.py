@@ -226,12 +226,11 @@ def check_same_patient_and_slice(ct: MedicalImage, mri: MedicalImage) -> None:
     if all(ids) and ids[0] != ids[1]:
         raise MedfuseError(f"CT {ct.path} and MRI {mri.path} belong to different patients "
                            f"(PatientID {ids[0]!r} and {ids[1]!r})")
-    frame = a.get("FrameOfReferenceUID")
-    if not frame or frame != b.get("FrameOfReferenceUID") or _orientation(ct) is None:
+    frame, row_col = a.get("FrameOfReferenceUID"), _orientation(ct)
+    if not frame or frame != b.get("FrameOfReferenceUID") or row_col is None:
         return  # positions in different frames of reference are not comparable
     if "ImagePositionPatient" not in a or "ImagePositionPatient" not in b:
         return
-    row_col = _orientation(ct)
     normal = np.cross(row_col[:3], row_col[3:])
     along = [float(np.dot(np.asarray(ds.ImagePositionPatient, float), normal)) for ds in (a, b)]
     thickness = float(a.get("SliceThickness", 0) or 0)

@@ -66,9 +66,7 @@ RUN_FILES = ("last.pt", "best.pt", "epoch_*.pt", "history.json", "curves.png", "
 def check_fresh_out(out: Path, overwrite: bool) -> None:
     """A new run must not mix its files with an earlier run's (stale best.pt, epoch_NNN.pt), and
     must be able to write its folder: both checked before minutes of data loading."""
-    if out.exists() and not out.is_dir():
-        raise MedfuseError("the output folder is a file", out)
-    check_writable(out / "config.json")
+    check_writable(out / "config.json")  # also refuses an --out that is a file
     if (out / "last.pt").exists() and not overwrite:
         raise MedfuseError("already holds a training run (last.pt): continue it with --resume, "
                            "or pass --overwrite to replace it", out)
