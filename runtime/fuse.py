@@ -312,6 +312,20 @@ def write_volume(path: Path, fused: np.ndarray, ct: MedicalImage, mri: MedicalIm
         io.write_dicom_series(path, fused, ct, extra_sources=[mri])
 
 
+def fuse_volume_images(fuser: Fuser, ct: MedicalImage, mri: MedicalImage, workers: int | None = None,
+                       on_done: Callable[[Outcome], None] | None = None,
+                       on_start: Callable[[int], None] | None = None) -> VolumeWork:
+    """Two (D, H, W) volumes in memory, slice by slice; the fused slices are in `.fused`."""
+    work = VolumeWork(fuser, ct, mri)
+    if on_start is not None:
+        on_start(ct.depth)
+    slices = run_pipeline(fuser, range(ct.depth), work.load, work.save, work.fail, workers, on_done)
+    failed = [s for s in slices if not s.ok]
+    if failed:
+        raise MedfuseError(f"{len(failed)} of {ct.depth} slices failed, first {failed[0].name}: {failed[0].error}")
+    return work
+
+
 def fuse_volume(fuser: Fuser, ct_path: Path, mri_path: Path, out: Path, options: PairOptions = PairOptions(),
                 workers: int | None = None, on_done: Callable[[Outcome], None] | None = None,
                 on_start: Callable[[int], None] | None = None) -> Outcome:
@@ -319,14 +333,8 @@ def fuse_volume(fuser: Fuser, ct_path: Path, mri_path: Path, out: Path, options:
     from medfuse.runtime import io
 
     ct, mri = io.read_volume(ct_path), io.read_volume(mri_path)
-    work = VolumeWork(fuser, ct, mri)
-    if on_start is not None:
-        on_start(ct.depth)
     started = time.perf_counter()
-    slices = run_pipeline(fuser, range(ct.depth), work.load, work.save, work.fail, workers, on_done)
-    failed = [s for s in slices if not s.ok]
-    if failed:
-        raise MedfuseError(f"{len(failed)} of {ct.depth} slices failed, first {failed[0].name}: {failed[0].error}")
+    work = fuse_volume_images(fuser, ct, mri, workers, on_done, on_start)
     outcome = Outcome(f"{ct_path.name} + {mri_path.name}", out,
                       extra={"slices": ct.depth, "seconds": round(time.perf_counter() - started, 3)})
     middle = min(work.keep)

@@ -20,6 +20,7 @@ from .writers import write_nifti, write_png
 
 __all__ = [
     "SUPPORTED",
+    "check_finite",
     "MedicalImage",
     "read_image",
     "read_volume",
@@ -34,16 +35,16 @@ def read_image(path: str | os.PathLike, *, axis: int = 2, slice_index: int | Non
     """Read one 2D image. For a 3D NIfTI, the slice `slice_index` (default: the middle one) along
     voxel `axis`; for a DICOM series folder or multi-frame file, that slice in slice order."""
     path = Path(path)
-    return _finite(find_reader(path).read(path, axis=axis, slice_index=slice_index))
+    return check_finite(find_reader(path).read(path, axis=axis, slice_index=slice_index))
 
 
 def read_volume(path: str | os.PathLike) -> MedicalImage:
     """Read a 3D volume, (D, H, W) with D along NIfTI voxel axis 2 or in DICOM slice order."""
     path = Path(path)
-    return _finite(find_reader(path).read_volume(path))
+    return check_finite(find_reader(path).read_volume(path))
 
 
-def _finite(img: MedicalImage) -> MedicalImage:
+def check_finite(img: MedicalImage) -> MedicalImage:
     """Refuse NaN/Inf pixels (float TIFF, NIfTI masked with NaN): every later step would turn them
     into black or into garbage without a word."""
     bad = int(img.pixels.size - np.count_nonzero(np.isfinite(img.pixels)))

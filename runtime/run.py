@@ -65,27 +65,12 @@ def _plan(req: Request) -> tuple[str, inputs.Matching | None]:
 
 def _load(req: Request, mode: str, say):
     """Model folder -> (choice, active runner, preprocessing config, modality pair, model folder)."""
-    from medfuse.runtime.cli_support import preprocess_for
-    from medfuse.runtime.model_dir import modality_pair, open_model_dir, verify_onnx
-    from medfuse.runtime.selection import choose, make_runner, probe
+    from medfuse.runtime.api import load_model
 
-    model = open_model_dir(req.model)
-    choice = choose(req.backend, req.precision, probe(model))
-    say(f"backend: {choice.describe()}")
     # pipelined modes share the cores with decoding and writing: no spinning
-    runner = make_runner(choice, model, spin=mode == "pair", threads=req.threads)
-    if runner.path.suffix == ".onnx":  # a plan is checked against its own sidecar when it loads
-        verify_onnx(model, runner.path)
-    runner.activate()
-    try:
-        cfg = preprocess_for(runner, model, req.window, req.clahe, say)
-        pair = modality_pair(runner.metadata, model, runner.path)
-    except BaseException:
-        runner.close()
-        raise
-    if pair != "ct-mri":
-        say(f"modality pair: {pair} (the functional image's luma is fused, its colours are kept)")
-    return choice, runner, cfg, pair, model
+    loaded = load_model(req.model, req.backend, req.precision, threads=req.threads, window=req.window,
+                        clahe=req.clahe, spin=mode == "pair", say=say)
+    return loaded.choice, loaded.runner, loaded.preprocess, loaded.modality_pair, loaded.folder
 
 
 def execute(req: Request) -> dict:

@@ -22,14 +22,14 @@ IR_VERSION = 9  # what onnxruntime 1.20+ reads
 FILE_NAMES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 
 
-def medfuse_metadata(precision: str, preprocess: PreprocessConfig) -> dict[str, str]:
+def medfuse_metadata(precision: str, preprocess: PreprocessConfig, modality_pair: str = "ct-mri") -> dict[str, str]:
     return {
         "medfuse.version": "0.1.0",
         "medfuse.model_config": json.dumps({"fixture": "max"}),
         "medfuse.preprocess_config": preprocess.to_json(),
         "medfuse.checkpoint_sha256": "0" * 64,
         "medfuse.precision": precision,
-        "medfuse.modality_pair": "ct-mri",
+        "medfuse.modality_pair": modality_pair,
     }
 
 
@@ -59,7 +59,7 @@ def _nodes(precision: str, names: tuple[str, str, str]) -> tuple[list, list]:
 
 def make_model(precision: str = "fp32", preprocess: PreprocessConfig | None = None,
                names: tuple[str, str, str] = ("ct", "mri", "fused"), metadata: bool = True,
-               mri_channels: int = 1) -> onnx.ModelProto:
+               mri_channels: int = 1, modality_pair: str = "ct-mri") -> onnx.ModelProto:
     preprocess = preprocess or PreprocessConfig(input_size=64)
     nodes, inits = _nodes(precision, names)
     graph = helper.make_graph(nodes, f"medfuse_fixture_{precision}", [_io(names[0], 3), _io(names[1], mri_channels)],
@@ -67,7 +67,7 @@ def make_model(precision: str = "fp32", preprocess: PreprocessConfig | None = No
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = IR_VERSION
     if metadata:
-        for key, value in medfuse_metadata(precision, preprocess).items():
+        for key, value in medfuse_metadata(precision, preprocess, modality_pair).items():
             model.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(model, full_check=True)
     return model
@@ -81,18 +81,19 @@ def write_model(path: Path, precision: str = "fp32", **kwargs) -> Path:
 
 
 def write_model_dir(folder: Path, precisions=("fp32",), preprocess: PreprocessConfig | None = None,
-                    manifest: bool = True) -> Path:
+                    manifest: bool = True, modality_pair: str = "ct-mri") -> Path:
     """An artifact folder as medfuse-export writes it: the ONNX variants and manifest.json."""
     folder = Path(folder)
     preprocess = preprocess or PreprocessConfig(input_size=64)
     artifacts = []
     for precision in precisions:
-        path = write_model(folder / FILE_NAMES[precision], precision, preprocess=preprocess)
+        path = write_model(folder / FILE_NAMES[precision], precision, preprocess=preprocess,
+                           modality_pair=modality_pair)
         artifacts.append({"file": path.name, "format": "onnx", "precision": precision,
                           "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "parity": {}})
     if manifest:
         (folder / "manifest.json").write_text(json.dumps({
-            "medfuse_version": "0.1.0", "checkpoint_sha256": "0" * 64, "modality_pair": "ct-mri",
+            "medfuse_version": "0.1.0", "checkpoint_sha256": "0" * 64, "modality_pair": modality_pair,
             "model_config": {"fixture": "max"}, "preprocess_config": preprocess.to_dict(), "artifacts": artifacts,
         }, indent=2))
     return folder

@@ -47,6 +47,10 @@ def test_runtime_fuses_with_torch_unimportable(tmp_path, lean_model, phantom_dir
                                   mri=Path({str(phantom_dir / 'MRI' / '01001.png')!r}),
                                   output=Path({str(out)!r}), model=Path({str(lean_model)!r})))
         assert summary["counts"]["ok"] == 1, summary
+        from medfuse.runtime.api import FusionModel
+        with FusionModel.open(Path({str(lean_model)!r})) as model:
+            fused = model.fuse(Path({str(phantom_dir / 'CT' / '01001.png')!r}), Path({str(phantom_dir / 'MRI' / '01001.png')!r}))
+        assert fused.shape == (64, 64, 3), fused.shape
         banned = [m for m in sys.modules if m.split(".")[0] in ("torch", "onnx")]
         assert not banned, banned
         print("ok", summary["backend"], summary["precision"])
