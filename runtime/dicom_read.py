@@ -57,7 +57,7 @@ def _decode(ds: Dataset, path: Path) -> np.ndarray:
         raise MedfuseError(f"its DICOM pixel data cannot be decoded{hint}: {err}", path) from err
 
 
-def _group_item(ds: Dataset, sequence: str, frame: int | None = None) -> Dataset | None:
+def group_item(ds: Dataset, sequence: str, frame: int | None = None) -> Dataset | None:
     """An enhanced (multi-frame) file's functional group item: the frame's own, else the shared
     one (PS3.3 C.7.6.16); None for classic files."""
     for groups, index in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
@@ -74,7 +74,7 @@ def _rescale(ds: Dataset, frame: int | None = None) -> Dataset:
     functional group of an enhanced file."""
     if "RescaleSlope" in ds or "RescaleIntercept" in ds or "ModalityLUTSequence" in ds:
         return ds
-    return _group_item(ds, "PixelValueTransformationSequence", frame) or ds
+    return group_item(ds, "PixelValueTransformationSequence", frame) or ds
 
 
 def _is_hu(ds: Dataset) -> bool:
@@ -104,7 +104,7 @@ def _to_values(raw: np.ndarray, ds: Dataset) -> np.ndarray:
 
 
 def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
-    measures = _group_item(ds, "PixelMeasuresSequence")
+    measures = group_item(ds, "PixelMeasuresSequence")
     for source in (ds, measures) if measures is not None else (ds,):
         for key in ("PixelSpacing", "ImagerPixelSpacing"):
             if key in source and source[key].value:

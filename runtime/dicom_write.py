@@ -3,6 +3,13 @@
 A fused image is a new, derived object: new SOP/Series UIDs, ImageType DERIVED\\SECONDARY,
 the patient and study of the CT it came from (so PACS files it with that study), and
 SourceImageSequence/ReferencedImageSequence pointing at the source slices.
+
+The fused image lies on the CT's pixel grid, so the CT slice's plane geometry is its own: its
+FrameOfReferenceUID, ImagePositionPatient, ImageOrientationPatient and SliceThickness are
+copied (from the functional groups of an enhanced CT too). The Secondary Capture IOD has no
+Frame of Reference or Image Plane module, so these make it a Standard Extended SOP Class
+(PS3.4 B.1.3; dciodvfy warns "not present in standard IOD", no error); they are what lets a
+viewer sort the fused series by position, link its scrolling to the CT's and put it in MPR.
 Every file is checked with `dciodvfy` in the tests.
 """
 
@@ -20,6 +27,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from .atomic import atomic_output
+from .dicom_read import group_item
 from .image import MedicalImage
 
 SOFTWARE = "medfuse"
@@ -119,9 +127,13 @@ def _set_rgb_pixels(ds: Dataset, rgb: np.ndarray) -> None:
     ds.PixelData = np.ascontiguousarray(rgb).tobytes()
 
 
-def _series(ds: Dataset, ct: Dataset | None, series_uid: str) -> None:
+def _pair_label(modality_pair: str) -> str:
+    return modality_pair.upper()  # "ct-mri" -> "CT-MRI"
+
+
+def _series(ds: Dataset, ct: Dataset | None, series_uid: str, modality_pair: str) -> None:
     ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber = "OT", series_uid, 1000
-    ds.SeriesDescription = "medfuse CT-MRI fusion"
+    ds.SeriesDescription = f"medfuse {_pair_label(modality_pair)} fusion"
     for key in ("BodyPartExamined", "Laterality"):
         if ct is not None and key in ct:
             setattr(ds, key, ct[key].value)
@@ -140,26 +152,54 @@ def _axis_letters(direction) -> str:
 
 
 def _patient_orientation(ct: Dataset | None) -> list[str] | str:
-    """The source's PatientOrientation, else one derived from its ImageOrientationPatient (the SC
-    image has no plane module: this is what lets a viewer put L/R and A/P markers), else empty."""
+    """The source's PatientOrientation, else one derived from its ImageOrientationPatient (the
+    SC IOD's own way to say where L/R and A/P are; viewers that ignore the plane use it), else empty."""
     if ct is None:
         return ""
-    if "PatientOrientation" in ct and ct.PatientOrientation:
-        return ct.PatientOrientation
-    cosines = ct.get("ImageOrientationPatient")
+    if "PatientOrientation" in ct.ds and ct.ds.PatientOrientation:
+        return ct.ds.PatientOrientation
+    cosines = _plane_value(ct, "PlaneOrientationSequence", "ImageOrientationPatient")
     if not cosines or len(cosines) != 6:
         return ""
     return [_axis_letters(cosines[:3]), _axis_letters(cosines[3:])]
 
 
-def _image(ds: Dataset, ct: Dataset | None, instance_number: int) -> None:
+def _plane_value(source: _Source, group: str, key: str):
+    """An Image Plane attribute of a source slice: top level (classic), else the frame's (or the
+    shared) functional group item of an enhanced file; None when absent."""
+    if key in source.ds and source.ds[key].value not in (None, ""):
+        return source.ds[key].value
+    item = group_item(source.ds, group, source.frame)
+    return item.get(key) if item is not None else None
+
+
+def _plane(ds: Dataset, ct: _Source | None) -> None:
+    """The CT slice's frame of reference and plane geometry (see the module doc), when complete."""
+    if ct is None:
+        return
+    frame_of_reference = ct.ds.get("FrameOfReferenceUID")
+    orientation = _plane_value(ct, "PlaneOrientationSequence", "ImageOrientationPatient")
+    position = _plane_value(ct, "PlanePositionSequence", "ImagePositionPatient")
+    if not frame_of_reference or not orientation or not position:
+        return
+    ds.FrameOfReferenceUID = frame_of_reference
+    ds.PositionReferenceIndicator = ct.ds.get("PositionReferenceIndicator", "")
+    ds.ImageOrientationPatient, ds.ImagePositionPatient = orientation, position
+    thickness = _plane_value(ct, "PixelMeasuresSequence", "SliceThickness")
+    if thickness not in (None, ""):
+        ds.SliceThickness = thickness
+
+
+def _image(ds: Dataset, ct: _Source | None, instance_number: int, modality_pair: str) -> None:
     ds.InstanceNumber = instance_number
     ds.PatientOrientation = _patient_orientation(ct)
     ds.ImageType = ["DERIVED", "SECONDARY"]
-    ds.DerivationDescription = "CT-MRI image fusion by medfuse"
+    ds.DerivationDescription = f"{_pair_label(modality_pair)} image fusion by medfuse"
     ds.BurnedInAnnotation = "NO"
-    if ct is not None and "PixelSpacing" in ct:
-        ds.PixelSpacing = ct.PixelSpacing  # the fused image is on the CT's pixel grid
+    spacing = _plane_value(ct, "PixelMeasuresSequence", "PixelSpacing") if ct is not None else None
+    if spacing:
+        ds.PixelSpacing = spacing  # the fused image is on the CT's pixel grid
+    _plane(ds, ct)
 
 
 def _references(ds: Dataset, ct: _Source | None, others: list[_Source]) -> None:
@@ -178,8 +218,10 @@ def secondary_capture(
     slice_index: int = 0,
     extra_sources: Sequence[MedicalImage | None] = (),
     when: dt.datetime | None = None,
+    modality_pair: str = "ct-mri",
 ) -> Dataset:
-    """One RGB Secondary Capture dataset derived from `reference` (the CT) and `extra_sources`."""
+    """One RGB Secondary Capture dataset derived from `reference` (the CT, or the PET/SPECT of a
+    functional pair) and `extra_sources`."""
     ds = new_dataset(SecondaryCaptureImageStorage, generate_uid())
     source = next(iter(_source_datasets([reference], slice_index)), None)
     ct = source.ds if source is not None else None
@@ -187,8 +229,8 @@ def secondary_capture(
     _stamp(ds, when or dt.datetime.now())
     if ct is None:  # a new study of its own: date it now
         ds.StudyDate, ds.StudyTime, ds.StudyID = ds.ContentDate, ds.ContentTime, "1"
-    _series(ds, ct, series_uid)
-    _image(ds, ct, instance_number)
+    _series(ds, ct, series_uid, modality_pair)
+    _image(ds, source, instance_number, modality_pair)
     _references(ds, source, _source_datasets(extra_sources, slice_index))
     _set_rgb_pixels(ds, rgb)
     return ds
@@ -200,9 +242,11 @@ def write_dicom_secondary_capture(
     reference: MedicalImage | None,
     *,
     extra_sources: Sequence[MedicalImage | None] = (),
+    modality_pair: str = "ct-mri",
 ) -> Path:
     """Write one fused RGB image as a DICOM Secondary Capture file (atomic)."""
-    ds = secondary_capture(rgb_uint8, reference, series_uid=generate_uid(), extra_sources=extra_sources)
+    ds = secondary_capture(rgb_uint8, reference, series_uid=generate_uid(), extra_sources=extra_sources,
+                           modality_pair=modality_pair)
     with atomic_output(path) as tmp:
         save(ds, tmp)
     return Path(path)
@@ -214,6 +258,7 @@ def write_dicom_series(
     reference: MedicalImage | None,
     *,
     extra_sources: Sequence[MedicalImage | None] = (),
+    modality_pair: str = "ct-mri",
 ) -> Path:
     """Write a (D, H, W, 3) fused volume as one Secondary Capture series, NNNN.dcm per slice.
 
@@ -229,7 +274,7 @@ def write_dicom_series(
         for i, rgb in enumerate(rgb_uint8_volume):
             ds = secondary_capture(
                 rgb, reference, series_uid=series_uid, instance_number=i + 1, slice_index=i,
-                extra_sources=extra_sources, when=when,
+                extra_sources=extra_sources, when=when, modality_pair=modality_pair,
             )
             study_uid = study_uid or ds.StudyInstanceUID
             ds.StudyInstanceUID = study_uid  # one study even when no source supplies it

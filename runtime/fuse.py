@@ -196,11 +196,12 @@ def pair_metrics(prepared: PreparedPair, fused_rgb: np.ndarray, fused: np.ndarra
     return {k: round(float(v), 4) for k, v in out.items()}
 
 
-def write_fused_image(path: Path, rgb: np.ndarray, ct: MedicalImage, mri: MedicalImage) -> None:
+def write_fused_image(path: Path, rgb: np.ndarray, ct: MedicalImage, mri: MedicalImage,
+                      modality_pair: str = "ct-mri") -> None:
     from medfuse.runtime import io
 
     if path.suffix.lower() == ".dcm":
-        io.write_dicom_secondary_capture(path, rgb, ct, extra_sources=[mri])
+        io.write_dicom_secondary_capture(path, rgb, ct, extra_sources=[mri], modality_pair=modality_pair)
     else:
         io.write_png(path, rgb)
 
@@ -241,7 +242,8 @@ class PairWork:
         ct, mri, prepared = state
         rgb = fused_image(prepared, fused)
         outcome = Outcome(job.name, job.output)
-        writes = [(job.output, lambda path: write_fused_image(path, rgb, ct, mri))]
+        pair = self.fuser.modality_pair
+        writes = [(job.output, lambda path: write_fused_image(path, rgb, ct, mri, pair))]
         side = self._side_path(job)
         if side is not None:
             writes.append((side, lambda path: io.write_png(path, side_by_side(prepared, rgb))))
@@ -303,13 +305,14 @@ class VolumeWork:
         return Outcome(f"slice {index}", None, error_text(err))
 
 
-def write_volume(path: Path, fused: np.ndarray, ct: MedicalImage, mri: MedicalImage) -> None:
+def write_volume(path: Path, fused: np.ndarray, ct: MedicalImage, mri: MedicalImage,
+                 modality_pair: str = "ct-mri") -> None:
     from medfuse.runtime import io
 
     if path.name.lower().endswith((".nii", ".nii.gz")):
         io.write_nifti(path, fused, ct)
     else:
-        io.write_dicom_series(path, fused, ct, extra_sources=[mri])
+        io.write_dicom_series(path, fused, ct, extra_sources=[mri], modality_pair=modality_pair)
 
 
 def fuse_volume_images(fuser: Fuser, ct: MedicalImage, mri: MedicalImage, workers: int | None = None,
@@ -338,7 +341,7 @@ def fuse_volume(fuser: Fuser, ct_path: Path, mri_path: Path, out: Path, options:
     outcome = Outcome(f"{ct_path.name} + {mri_path.name}", out,
                       extra={"slices": ct.depth, "seconds": round(time.perf_counter() - started, 3)})
     middle = min(work.keep)
-    writes = [(out, lambda path: write_volume(path, work.fused, ct, mri))]
+    writes = [(out, lambda path: write_volume(path, work.fused, ct, mri, fuser.modality_pair))]
     if options.side_by_side is not None:
         figure = side_by_side(work.prepared[middle], work.fused[middle])
         writes.append((options.side_by_side, lambda path: io.write_png(path, figure)))

@@ -100,9 +100,87 @@ def test_secondary_capture_series_passes_dciodvfy(phantom_dicom_dir, tmp_path):
         ds.SOPInstanceUID for ds in source.datasets
     ]
     assert np.array_equal(read_volume(folder).pixels, fused)
-    # Secondary Capture has no plane module: the orientation letters are what a viewer can show
+    # orientation letters for viewers that ignore the plane geometry (the SC IOD's own way)
     cosines = [float(v) for v in source.datasets[0].ImageOrientationPatient]
     assert cosines == [1, 0, 0, 0, 1, 0] and all(list(ds.PatientOrientation) == ["L", "P"] for ds in headers)
+
+
+def test_fused_series_carries_the_ct_plane_geometry(phantom_dicom_dir, tmp_path):
+    """Without FrameOfReferenceUID and ImagePositionPatient a viewer can neither sort the fused
+    series by position nor link its scrolling to the CT's: each slice takes its CT slice's."""
+    source = read_volume(phantom_dicom_dir / "CT" / "01")
+    folder = write_dicom_series(tmp_path / "fused", np.zeros((source.depth, 64, 64, 3), np.uint8), source)
+    headers = [pydicom.dcmread(f) for f in sorted(folder.iterdir())]
+    for ds, src in zip(headers, source.datasets, strict=True):
+        assert ds.FrameOfReferenceUID == src.FrameOfReferenceUID
+        assert list(ds.ImagePositionPatient) == list(src.ImagePositionPatient)
+        assert list(ds.ImageOrientationPatient) == list(src.ImageOrientationPatient)
+        assert ds.SliceThickness == src.SliceThickness and list(ds.PixelSpacing) == list(src.PixelSpacing)
+    assert len({tuple(ds.ImagePositionPatient) for ds in headers}) == source.depth
+    assert dciodvfy_errors(sorted(folder.iterdir())[1]) == []  # Standard Extended SC: warnings, no error
+    # read back, the series is in the CT's slice order by position
+    assert [pydicom.dcmread(f).InstanceNumber for f in sorted(folder.iterdir())] == [1, 2, 3]
+
+
+def _enhanced_ct(path: Path) -> Path:
+    """A two-frame enhanced CT whose plane geometry lives only in functional groups (PS3.3 C.7.6.16)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    def item(**values):
+        out = Dataset()
+        for key, value in values.items():
+            setattr(out, key, value)
+        return out
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = pydicom.uid.EnhancedCTImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.Modality, ds.PatientID, ds.StudyInstanceUID = "CT", "P1", generate_uid()
+    ds.SeriesInstanceUID, ds.FrameOfReferenceUID = generate_uid(), generate_uid()
+    ds.Rows, ds.Columns, ds.NumberOfFrames = 8, 8, 2
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.SharedFunctionalGroupsSequence = [item(
+        PixelMeasuresSequence=[item(PixelSpacing=[0.5, 0.5], SliceThickness=2.5)],
+        PlaneOrientationSequence=[item(ImageOrientationPatient=[1, 0, 0, 0, 0, -1])],  # coronal
+        PixelValueTransformationSequence=[item(RescaleIntercept=-1024, RescaleSlope=1, RescaleType="HU")])]
+    ds.PerFrameFunctionalGroupsSequence = [item(PlanePositionSequence=[item(ImagePositionPatient=[0, y, 0])])
+                                           for y in (10.0, 12.5)]
+    ds.PixelData = np.zeros((2, 8, 8), np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_fused_slices_of_an_enhanced_ct_take_each_frame_position(tmp_path):
+    source = read_volume(_enhanced_ct(tmp_path / "enhanced.dcm"))
+    folder = write_dicom_series(tmp_path / "fused", np.zeros((2, 8, 8, 3), np.uint8), source)
+    headers = [pydicom.dcmread(f) for f in sorted(folder.iterdir())]
+    assert [list(map(float, ds.ImagePositionPatient)) for ds in headers] == [[0, 10, 0], [0, 12.5, 0]]
+    for ds in headers:
+        assert list(map(float, ds.ImageOrientationPatient)) == [1, 0, 0, 0, 0, -1]
+        assert list(map(float, ds.PixelSpacing)) == [0.5, 0.5] and float(ds.SliceThickness) == 2.5
+        assert ds.FrameOfReferenceUID == source.datasets[0].FrameOfReferenceUID
+        assert list(ds.PatientOrientation) == ["L", "F"]  # derived from the functional group's cosines
+    assert dciodvfy_errors(sorted(folder.iterdir())[0]) == []
+
+
+def test_no_partial_plane_geometry_without_a_frame_of_reference(tmp_path):
+    """A position without its frame of reference means nothing to a viewer: all or none."""
+    ct = _ct_small()
+    del ct.datasets[0].FrameOfReferenceUID
+    ds = pydicom.dcmread(write_dicom_secondary_capture(tmp_path / "f.dcm", np.zeros((128, 128, 3), np.uint8), ct))
+    assert not any(k in ds for k in ("FrameOfReferenceUID", "ImagePositionPatient", "ImageOrientationPatient"))
+    assert list(ds.PixelSpacing) == list(ct.datasets[0].PixelSpacing)  # the grid is still the CT's
+
+
+def test_functional_pairs_are_described_as_such(tmp_path):
+    ds = pydicom.dcmread(write_dicom_secondary_capture(tmp_path / "pet.dcm", np.zeros((16, 16, 3), np.uint8), None,
+                                                       modality_pair="pet-mri"))
+    assert ds.SeriesDescription == "medfuse PET-MRI fusion"
+    assert ds.DerivationDescription == "PET-MRI image fusion by medfuse"
 
 
 def test_orientation_letters_put_the_dominant_axis_first():

@@ -73,6 +73,22 @@ def test_dicom_pair_to_secondary_capture(capsys, tmp_path, model, phantom_dicom_
     assert ds.PatientID == pydicom.dcmread(ct).PatientID
     np.testing.assert_array_equal(ds.pixel_array, expected_rgb(ct, mri))
     assert dciodvfy_errors(out) == []
+    src = pydicom.dcmread(ct)  # the CT's grid and place: a viewer can link the fused image to the CT
+    assert ds.FrameOfReferenceUID == src.FrameOfReferenceUID
+    assert list(ds.ImagePositionPatient) == list(src.ImagePositionPatient)
+    assert ds.SeriesDescription == "medfuse CT-MRI fusion"
+
+
+def test_functional_pair_to_dicom_is_described_as_pet_mri(capsys, tmp_path):
+    from medfuse.runtime.phantom_functional import write_functional_dataset
+
+    data = write_functional_dataset(tmp_path / "pet", n_cases=1, slices_per_case=1, size=64)
+    pet = next((data / "PET").iterdir())
+    pet_model = write_model_dir(tmp_path / "pet-model", preprocess=CFG, modality_pair="pet-mri")
+    code, _, err = medfuse_run(capsys, pet, data / "MRI" / pet.name, "-o", tmp_path / "f.dcm", "--model", pet_model)
+    assert code == 0, err
+    ds = pydicom.dcmread(tmp_path / "f.dcm")
+    assert ds.SeriesDescription == "medfuse PET-MRI fusion" and ds.DerivationDescription.startswith("PET-MRI")
 
 
 def test_nifti_slice_pair(capsys, tmp_path, model, phantom_nifti_dir):
