@@ -19,12 +19,18 @@ from medfuse.benchmarks.baselines import BASELINE_NAMES
 from medfuse.benchmarks.data import SPLITS, Selection
 from medfuse.benchmarks.engines import DEVICES
 from medfuse.benchmarks.suite import BenchOptions, SuiteResult, run_suite
+from medfuse.runtime.versions import version_option
 from medfuse.runtime.errors import MedfuseError, run_cli
 
 EXIT_PARITY_FAILED = 1
 
 app = typer.Typer(pretty_exceptions_enable=False, no_args_is_help=True, add_completion=False,
                   help="Benchmarks of medfuse: latency, parity with PyTorch, and fusion quality against baselines.")
+
+
+@app.callback()
+def _root(version: Annotated[bool, version_option("medfuse-bench", ("torch", "onnxruntime", "tensorrt"))] = False) -> None:
+    """Benchmarks of medfuse: latency, parity with PyTorch, and fusion quality against baselines."""
 
 CkptOpt = Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Checkpoint (.pt): the PyTorch reference.")]
 ArtOpt = Annotated[Optional[Path], typer.Option("--artifacts", "-a", help="Artifact folder written by medfuse-export.")]
@@ -238,3 +244,7 @@ def report(out: Annotated[Path, typer.Option("--out", "-o", help="Folder for rep
 
 def main() -> None:
     run_cli(app)
+
+
+if __name__ == "__main__":
+    main()

@@ -19,6 +19,7 @@ from medfuse.export.onnx_export import DEFAULT_OPSET
 from medfuse.export.pipeline import ExportRequest, ExportResult, default_timing_cache, run_export
 from medfuse.export.tensorrt_build import BatchProfile
 from medfuse.runtime.errors import run_cli
+from medfuse.runtime.versions import version_option
 
 app = typer.Typer(
     pretty_exceptions_enable=False,
@@ -87,6 +88,7 @@ def export(
     opset: Annotated[int, typer.Option(help="ONNX opset (18 or newer).")] = DEFAULT_OPSET,
     timing_cache: Annotated[Optional[Path], typer.Option(help="TensorRT timing cache file, reused across builds.")] = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for PyTorch and the ONNX Runtime parity runs (default: all cores; int8 calibration keeps ONNX Runtime's own).")] = None,
+    version: Annotated[bool, version_option("medfuse-export", ("torch", "onnx", "onnxruntime", "tensorrt"))] = False,
 ) -> None:
     """Export CHECKPOINT into ARTIFACTS_DIR and prove each artifact matches PyTorch."""
     request = ExportRequest(

@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from medfuse.runtime.errors import MedfuseError, run_cli
+from medfuse.runtime.versions import version_option
 
 app = typer.Typer(pretty_exceptions_enable=False, no_args_is_help=True, add_completion=False,
                   help="Fuse CT and MRI with an exported medfuse model (ONNX Runtime or TensorRT; no torch).")
@@ -103,7 +104,8 @@ def run(ct: CtArg, mri: MriArg, output: OutOpt, model: ModelOpt = None, backend:
         precision: PrecisionOpt = Precision.auto, batch_size: BatchOpt = 4, window: WindowOpt = None,
         window_preset: PresetOpt = None, clahe: ClaheOpt = None, slice_index: SliceOpt = None,
         side_by_side: SideOpt = None, metrics: MetricsOpt = False, json_output: JsonOpt = False,
-        overwrite: OverwriteOpt = False, workers: WorkersOpt = None, threads: ThreadsOpt = None) -> None:
+        overwrite: OverwriteOpt = False, workers: WorkersOpt = None, threads: ThreadsOpt = None,
+        version: Annotated[bool, version_option("medfuse-run")] = False) -> None:
     """Fuse CT and MRI into one image, a folder of images, or a volume."""
     from medfuse.runtime.run import Request, execute
 

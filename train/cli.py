@@ -17,6 +17,7 @@ from typing import Annotated, Optional
 import typer
 
 from medfuse.runtime.errors import MedfuseError, run_cli
+from medfuse.runtime.versions import version_option
 from medfuse.train.resolve import Request, fresh_run, resumed_run
 from medfuse.train.run_config import SECTIONS
 
@@ -26,6 +27,11 @@ app = typer.Typer(
     add_completion=False,
     help="Train the CT-MRI fusion model: visible-infrared pretraining, then CT-MRI fine-tuning.",
 )
+
+
+@app.callback()
+def _root(version: Annotated[bool, version_option("medfuse-train", ("torch", "numpy", "opencv"))] = False) -> None:
+    """Train the CT-MRI fusion model: visible-infrared pretraining, then CT-MRI fine-tuning."""
 
 
 class Precision(str, Enum):
