@@ -45,6 +45,8 @@ def _mean_metrics(outputs: list[dict]) -> dict[str, float]:
 
 
 def print_summary(summary: dict, console) -> None:
+    from rich.markup import escape  # paths may hold brackets that Rich would take for markup
+
     counts, seconds = summary["counts"], summary["seconds"]
     if summary["mode"] == "folder":
         rate = f", {summary['pairs_per_second']:.2f} pairs/s" if "pairs_per_second" in summary else ""
@@ -52,15 +54,15 @@ def print_summary(summary: dict, console) -> None:
     for out in summary["outputs"]:
         if summary["mode"] != "folder":
             slices = f" ({out['slices']} slices)" if "slices" in out else ""
-            console.print(f"wrote {out['output']}{slices}")
+            console.print(f"wrote {out['output']}{slices}", markup=False)
         if out.get("side_by_side") and summary["mode"] != "folder":
-            console.print(f"wrote {out['side_by_side']}")
+            console.print(f"wrote {out['side_by_side']}", markup=False)
     metrics = _mean_metrics(summary["outputs"])
     if metrics:
         label = "mean metrics" if summary["mode"] == "folder" else "metrics"
         console.print(f"{label}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     for path in summary.get("unpaired", []):
-        console.print(f"[yellow]unpaired[/yellow] (no file of the same name on the other side): {path}")
+        console.print(f"[yellow]unpaired[/yellow] (no file of the same name on the other side): {escape(str(path))}")
     if summary["failures"]:
         console.print(f"[red]{counts['failed']} of {counts['total']} failed:[/red]")
         for fail in summary["failures"]:

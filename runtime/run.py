@@ -75,7 +75,10 @@ def _load(req: Request, mode: str, say):
 
 def execute(req: Request) -> dict:
     console = _console()
-    say = console.print
+
+    def say(text: str) -> None:  # messages hold paths and pip extras ('medfuse[gpu]'): no markup
+        console.print(text, markup=False)
+
     started = time.perf_counter()
     mode, matching = _plan(req)
     choice, runner, cfg, pair, model = _load(req, mode, say)

@@ -207,6 +207,21 @@ def test_dicom_series_to_series_and_to_nifti(capsys, tmp_path, model, phantom_di
     assert nib.load(tmp_path / "v.nii").shape[:2] == (64, 64)
 
 
+def test_messages_keep_brackets_of_paths_and_pip_extras(capsys, tmp_path, model, phantom_dir):
+    """Rich took 'medfuse[gpu]' and '[bold]' in a path for markup and printed them without."""
+    folder = tmp_path / "with-engine"
+    shutil.copytree(model, folder)
+    (folder / "model.plan").write_bytes(b"engine")
+    (folder / "model.plan.json").write_text(json.dumps({"tensorrt_version": "10.9.0", "compute_capability": [8, 9],
+                                                        "precision": "fp16"}))
+    out = tmp_path / "[bold]x" / "f.png"
+    out.parent.mkdir()
+    code, _, err = medfuse_run(capsys, phantom_dir / "CT" / "01001.png", phantom_dir / "MRI" / "01001.png", "-o", out,
+                               "--model", folder)
+    assert code == 0, err
+    assert "pip install 'medfuse[gpu]'" in err and f"wrote {out}" in err
+
+
 # ------------------------------------------------------------------------------ options
 def test_overwrite(capsys, tmp_path, model, phantom_dir):
     args = [phantom_dir / "CT" / "01001.png", phantom_dir / "MRI" / "01001.png", "-o", tmp_path / "f.png",
