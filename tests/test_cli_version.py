@@ -13,6 +13,7 @@ from medfuse.runtime.versions import installed_version, version_line
 
 MODULES = {
     "medfuse-run": "medfuse.runtime.cli",
+    "medfuse-inspect": "medfuse.runtime.inspect_cli",
     "medfuse-export": "medfuse.export.cli",
     "medfuse-train": "medfuse.train.cli",
     "medfuse-bench": "medfuse.benchmarks.cli",

@@ -19,7 +19,7 @@ import pytest
 from conftest import REPO_ROOT
 
 SUBPACKAGES = ["medfuse.runtime", "medfuse.runtime.backends", "medfuse.train", "medfuse.export", "medfuse.benchmarks"]
-CONSOLE_SCRIPTS = ["medfuse-train", "medfuse-export", "medfuse-run", "medfuse-bench"]
+CONSOLE_SCRIPTS = ["medfuse-train", "medfuse-export", "medfuse-run", "medfuse-inspect", "medfuse-bench"]
 
 # Makes `import torch` (and onnx, which drags protobuf-heavy code) fail in a child interpreter.
 BLOCK_TORCH = """

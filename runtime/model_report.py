@@ -1,0 +1,167 @@
+"""What a model folder holds and whether it can run here: the data behind `medfuse-inspect`.
+
+A deployer receiving a model folder asks what Polygraphy's `inspect model` answers for an engine,
+plus what only medfuse knows: which checkpoint it came from, which modality pair and
+preprocessing it expects, how close each artifact was to PyTorch at export, whether every file
+is intact (sha256 against manifest.json), and which backend `medfuse-run` would pick on this
+machine and why. Everything comes from manifest.json, the engine sidecar and the files; no
+inference runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from medfuse.runtime.errors import MedfuseError
+from medfuse.runtime.model_dir import MANIFEST, PLAN, ModelDir, preprocess_config, read_onnx_metadata
+
+# sha256 states of an artifact
+INTACT, DIFFERS, MISSING, UNRECORDED, UNCHECKED = "intact", "differs", "missing", "not recorded", "not checked"
+
+
+@dataclass
+class ArtifactReport:
+    file: str
+    format: str  # onnx | tensorrt-plan (manifest.json's names)
+    precision: str
+    size_bytes: int | None
+    sha256: str  # one of the states above
+    parity: dict | None  # manifest's figures at export: passed, psnr, max_abs, inputs
+    runs_here: str  # "yes", or why not
+
+
+@dataclass
+class ModelReport:
+    folder: str
+    found_by: str  # --model, $MEDFUSE_MODEL or default
+    medfuse_version: str | None
+    checkpoint_sha256: str | None
+    modality_pair: str
+    preprocess: dict
+    model_config: dict | None
+    artifacts: list[ArtifactReport]
+    auto_choice: str  # what medfuse-run's auto picks here, or why nothing can run
+    engine: dict | None = None  # the TensorRT sidecar: version, GPU, compatibility flags
+    problems: list[str] = field(default_factory=list)  # something is wrong: medfuse-inspect exits 1
+    notes: list[str] = field(default_factory=list)  # something cannot be checked
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ok": self.ok}
+
+
+def _sha256_state(path: Path, recorded: str | None, verify: bool) -> str:
+    from medfuse.runtime.checksum import sha256_file
+
+    if not path.is_file():
+        return MISSING
+    if not recorded:
+        return UNRECORDED
+    if not verify:
+        return UNCHECKED
+    return INTACT if sha256_file(path) == recorded else DIFFERS
+
+
+def _listed(model: ModelDir) -> list[dict]:
+    """Artifacts as manifest.json lists them, then any file it does not list (an engine built
+    later, a folder without a manifest)."""
+    listed = [a for a in (model.manifest or {}).get("artifacts", []) if isinstance(a, dict) and a.get("file")]
+    names = {a["file"] for a in listed}
+    extra = [{"file": p.name, "format": "onnx", "precision": precision} for precision, p in model.onnx.items()]
+    if model.plan is not None:
+        extra.append({"file": model.plan.name, "format": "tensorrt-plan",
+                      "precision": (model.plan_info or {}).get("precision", "unknown")})
+    return listed + [a for a in extra if a["file"] not in names]
+
+
+def _runs_here(art: dict, available) -> str:
+    if str(art.get("format", "")).startswith("tensorrt"):
+        return f"no: {available.plan_problem}" if available.plan_problem else "yes"
+    if not available.ort_providers:
+        return "no: onnxruntime is not installed (pip install 'medfuse[cpu]')"
+    gpu = "CUDAExecutionProvider" in available.ort_providers
+    if art.get("precision") == "fp16" and not gpu:
+        return "yes, slowly (fp16 on a CPU)"
+    return "yes"
+
+
+def _parity(art: dict) -> dict | None:
+    parity = art.get("parity")
+    if not isinstance(parity, dict) or "passed" not in parity:
+        return None
+    return {k: parity.get(k) for k in ("passed", "psnr", "max_abs", "inputs")}
+
+
+def _artifact(model: ModelDir, art: dict, available, verify: bool) -> ArtifactReport:
+    path = model.root / str(art["file"])
+    size = path.stat().st_size if path.is_file() else None
+    state = _sha256_state(path, art.get("sha256"), verify)
+    runs = _runs_here(art, available) if path.is_file() else "no: the file is missing"
+    return ArtifactReport(str(art["file"]), str(art.get("format", "onnx")), str(art.get("precision", "fp32")),
+                          size, state, _parity(art), runs)
+
+
+def _configs(model: ModelDir) -> tuple[str, dict]:
+    """Modality pair and preprocessing as medfuse-run reads them: the model's own metadata (the
+    first ONNX file's, else the engine sidecar's), else manifest.json."""
+    from medfuse.runtime.backends.tensorrt_backend import PlanInfo
+    from medfuse.runtime.model_dir import modality_pair
+
+    if model.onnx:
+        artifact = next(iter(model.onnx.values()))
+        metadata = read_onnx_metadata(artifact)
+    else:
+        artifact = model.plan
+        metadata = PlanInfo.from_sidecar(model.plan_info, model.plan).metadata() if model.plan_info else {}
+    return modality_pair(metadata, model, artifact), preprocess_config(metadata, model, artifact).to_dict()
+
+
+def _auto_choice(available) -> str:
+    from medfuse.runtime.selection import choose
+
+    try:
+        return choose("auto", "auto", available).describe()
+    except MedfuseError as err:
+        return f"nothing can run here: {err}"
+
+
+def inspect_model(model: ModelDir, verify: bool = True) -> ModelReport:
+    """The report of one model folder; `verify=False` skips hashing (0.3 s per 220 MB file)."""
+    from medfuse.runtime.selection import probe
+
+    available = probe(model)
+    artifacts = [_artifact(model, art, available, verify) for art in _listed(model)]
+    pair, preprocess = _configs(model)
+    manifest = model.manifest or {}
+    report = ModelReport(
+        folder=str(model.root), found_by=model.source, medfuse_version=manifest.get("medfuse_version"),
+        checkpoint_sha256=manifest.get("checkpoint_sha256"), modality_pair=pair, preprocess=preprocess,
+        model_config=manifest.get("model_config"), artifacts=artifacts, auto_choice=_auto_choice(available),
+        engine=model.plan_info if model.plan is not None else None)
+    report.problems, report.notes = _problems(artifacts), _notes(model)
+    return report
+
+
+def _notes(model: ModelDir) -> list[str]:
+    out = []
+    if model.manifest is None:
+        out.append(f"no {MANIFEST}: the files cannot be checked against their export")
+    if model.plan is not None and model.plan_info is None:
+        out.append(f"{PLAN} has no sidecar ({PLAN}.json): medfuse-run cannot tell which GPU it was built for")
+    return out
+
+
+def _problems(artifacts: list[ArtifactReport]) -> list[str]:
+    out = []
+    for art in artifacts:
+        if art.sha256 == DIFFERS:
+            out.append(f"{art.file} differs from the sha256 recorded at export (damaged or replaced): export it again")
+        elif art.sha256 == MISSING:
+            out.append(f"{art.file} is listed in {MANIFEST} but missing")
+        if art.parity is not None and art.parity.get("passed") is False:
+            out.append(f"{art.file} failed its parity check against PyTorch at export")
+    return out
