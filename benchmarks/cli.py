@@ -129,7 +129,7 @@ def _print(res: SuiteResult, sections: tuple[str, ...]) -> None:
 
     # Piped or captured output gets wide tables rather than names folded to 80 columns.
     console = Console(width=None if sys.stdout.isatty() else 200)
-    console.print(f"data: {res.data}")
+    console.print(f"data: {res.data}", markup=False)
     if res.skipped:
         console.print(tables.rich_table(tables.skipped_table(res.skipped), "skipped"))
     if "latency" in sections:

@@ -95,12 +95,13 @@ def markdown(table: Table) -> str:
 
 
 def rich_table(table: Table, title: str | None = None):
+    from rich.markup import escape
     from rich.table import Table as RichTable
 
     head, body = table
     out = RichTable(title=title, show_lines=False)
     for i, h in enumerate(head):
-        out.add_column(h, overflow="fold", no_wrap=i == 0)  # engine/method names stay whole
-    for row in body:
-        out.add_row(*row)
+        out.add_column(escape(h), overflow="fold", no_wrap=i == 0)  # engine/method names stay whole
+    for row in body:  # a skip reason holds pip extras ('medfuse[gpu]'), which Rich would read as markup
+        out.add_row(*(escape(str(cell)) for cell in row))
     return out

@@ -135,3 +135,14 @@ def test_missing_bench_extras_are_named_before_any_work(tmp_path, monkeypatch, c
     code, err = _bench(capsys, monkeypatch, *args)
     assert code == 2 and needle in err and "\n" not in err
     assert not (tmp_path / "r").exists()
+
+
+def test_console_tables_print_brackets_as_they_are():
+    """Rich read the 'medfuse[gpu]' of a skip reason as markup and printed 'medfuse'."""
+    from rich.console import Console
+
+    from medfuse.benchmarks.tables import rich_table
+
+    console = Console(record=True, width=200)
+    console.print(rich_table((["engine", "reason"], [["tensorrt", "pip install 'medfuse[gpu]'"]]), "skipped"))
+    assert "pip install 'medfuse[gpu]'" in console.export_text()
