@@ -20,15 +20,17 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from medfuse.runtime.errors import MedfuseError
+from medfuse.runtime.fuse import Fuser, fuse_volume_images, fused_image
 from medfuse.runtime.image import MedicalImage
-from medfuse.runtime.preprocess import PreprocessConfig
+from medfuse.runtime.preprocess import PreparedPair, PreprocessConfig
 
 log = logging.getLogger("medfuse")
 
@@ -125,6 +127,23 @@ def _from_array(a: np.ndarray, name: str, *, volume: bool | None = None, modalit
 
 
 # ------------------------------------------------------------------------------ the model
+def _check_open(runner) -> None:
+    if not runner.is_active:
+        raise MedfuseError("this FusionModel is closed; open the model again")
+
+
+@dataclass
+class _SharedFuser(Fuser):
+    """A Fuser whose engine calls take turns, so threads can share one model."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def run(self, prepared: Sequence[PreparedPair]) -> np.ndarray:
+        with self.lock:
+            _check_open(self.runner)  # another thread may have closed it meanwhile
+            return super().run(prepared)
+
+
 def _check_batch_size(n: int) -> None:
     if not isinstance(n, int) or n < 1:
         raise MedfuseError(f"batch_size must be a whole number of at least 1, got {n!r}")
@@ -132,14 +151,16 @@ def _check_batch_size(n: int) -> None:
 
 class FusionModel:
     """An exported medfuse model, loaded once; `fuse` / `fuse_batch` / `fuse_volume` return uint8
-    RGB at the first image's size, the images `medfuse-run` would write. Close it (or use `with`)."""
+    RGB at the first image's size, the images `medfuse-run` would write. Close it (or use `with`).
+
+    One instance may be shared by threads: reading and preprocessing run in the caller's thread,
+    engine calls one at a time (the TensorRT runner reuses its device buffers; ONNX Runtime
+    already uses every core per call)."""
 
     def __init__(self, loaded: LoadedModel, batch_size: int = 4, workers: int | None = None):
-        from medfuse.runtime.fuse import Fuser
-
         _check_batch_size(batch_size)
         self._loaded = loaded
-        self._fuser = Fuser(loaded.runner, loaded.preprocess, batch_size, loaded.modality_pair)
+        self._fuser = _SharedFuser(loaded.runner, loaded.preprocess, batch_size, loaded.modality_pair)
         self._workers = workers
 
     @classmethod
@@ -188,8 +209,6 @@ class FusionModel:
     def fuse_batch(self, pairs: Sequence[tuple[ImageLike, ImageLike]]) -> list[np.ndarray]:
         """Many 2D pairs (any sizes), run in engine batches of `batch_size`; one (H, W, 3) uint8 each.
         The first pair that cannot be read or checked raises, naming it; nothing is returned then."""
-        from medfuse.runtime.fuse import fused_image
-
         self._check_open()
         prepared = [self._fuser.prepare(as_image(ct, self._first_role()), as_image(mri, "MRI")) for ct, mri in pairs]
         if not prepared:
@@ -199,8 +218,6 @@ class FusionModel:
     def fuse_volume(self, ct: ImageLike, mri: ImageLike) -> np.ndarray:
         """Two registered volumes (3D NIfTI paths, DICOM series folders, (D, H, W) arrays or volume
         MedicalImages) -> (D, H, W, 3) uint8, slice by slice."""
-        from medfuse.runtime.fuse import fuse_volume_images
-
         self._check_open()
         ct_img, mri_img = as_image(ct, self._first_role(), volume=True), as_image(mri, "MRI", volume=True)
         return fuse_volume_images(self._fuser, ct_img, mri_img, self._workers).fused
@@ -210,12 +227,12 @@ class FusionModel:
 
     # lifetime
     def _check_open(self) -> None:
-        if not self._loaded.runner.is_active:
-            raise MedfuseError("this FusionModel is closed; open the model again")
+        _check_open(self._loaded.runner)
 
     def close(self) -> None:
-        """Free the session or engine; later calls raise."""
-        self._loaded.runner.close()
+        """Free the session or engine (after a call in progress ends); later calls raise."""
+        with self._fuser.lock:
+            self._loaded.runner.close()
 
     def __enter__(self) -> FusionModel:
         return self

@@ -217,3 +217,14 @@ def test_bad_batch_size_is_refused_before_the_model_loads(tmp_path):
 def test_as_image_keeps_a_medical_image(phantom_dir):
     img = io.read_image(phantom_dir / "CT" / "01001.png")
     assert as_image(img, "CT") is img
+
+
+def test_one_model_shared_by_threads_gives_each_caller_its_own_result(model, phantom_dir):
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = sorted(p.name for p in (phantom_dir / "CT").glob("*.png"))
+    pairs = [(phantom_dir / "CT" / n, phantom_dir / "MRI" / n) for n in names] * 3
+    alone = [model.fuse(*p) for p in pairs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(lambda p: model.fuse(*p), pairs))
+    assert all(np.array_equal(a, b) for a, b in zip(alone, together, strict=True))
