@@ -32,7 +32,7 @@ def _capability(cc) -> str:
 def _parity(parity: dict | None) -> str:
     if parity is None:
         return "-"
-    verdict = "pass" if parity.get("passed") else "FAIL"
+    verdict = {True: "pass", False: "FAIL"}.get(parity.get("passed"), "unknown")
     figures = []
     if isinstance(parity.get("psnr"), (int, float)):
         figures.append(f"{parity['psnr']:.1f} dB")
@@ -108,7 +108,9 @@ def inspect(
 
     report = inspect_model(open_model_dir(model), verify=verify)
     if json_output:
-        typer.echo(json.dumps(report.to_dict(), indent=2, allow_nan=False))
+        from medfuse.runtime.json_safe import json_safe
+
+        typer.echo(json.dumps(json_safe(report.to_dict()), indent=2, allow_nan=False))
     else:
         wide = None if sys.stdout.isatty() else 200  # piped to a file or a log: no wrapped table cells
         print_report(report, Console(highlight=False, soft_wrap=True, width=wide))

@@ -66,16 +66,27 @@ def _sha256_state(path: Path, recorded: str | None, verify: bool) -> str:
     return INTACT if sha256_file(path) == recorded else DIFFERS
 
 
-def _listed(model: ModelDir) -> list[dict]:
+def _listed(model: ModelDir) -> tuple[list[dict], list[str]]:
     """Artifacts as manifest.json lists them, then any file it does not list (an engine built
-    later, a folder without a manifest)."""
-    listed = [a for a in (model.manifest or {}).get("artifacts", []) if isinstance(a, dict) and a.get("file")]
+    later, a folder without a manifest); and what in the list cannot be taken as an artifact."""
+    entries = (model.manifest or {}).get("artifacts", [])
+    odd: list[str] = []
+    if not isinstance(entries, list):
+        odd.append(f"{MANIFEST}'s \"artifacts\" is not a list: its files cannot be checked")
+        entries = []
+    listed = []
+    for art in entries:
+        name = art.get("file") if isinstance(art, dict) else None
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+            odd.append(f"{MANIFEST} lists an artifact that is not a file name in the folder: {name!r}")
+        else:
+            listed.append(art)
     names = {a["file"] for a in listed}
     extra = [{"file": p.name, "format": "onnx", "precision": precision} for precision, p in model.onnx.items()]
     if model.plan is not None:
         extra.append({"file": model.plan.name, "format": "tensorrt-plan",
                       "precision": (model.plan_info or {}).get("precision", "unknown")})
-    return listed + [a for a in extra if a["file"] not in names]
+    return listed + [a for a in extra if a["file"] not in names], odd
 
 
 def _runs_here(art: dict, available) -> str:
@@ -93,40 +104,56 @@ def _parity(art: dict) -> dict | None:
     parity = art.get("parity")
     if not isinstance(parity, dict) or "passed" not in parity:
         return None
-    return {k: parity.get(k) for k in ("passed", "psnr", "max_abs", "inputs")}
+    figures = {k: parity.get(k) for k in ("passed", "psnr", "max_abs", "inputs")}
+    if not isinstance(figures["passed"], bool):  # "false" as a string is not a pass
+        figures["passed"] = None
+    return figures
 
 
 def _artifact(model: ModelDir, art: dict, available, verify: bool) -> ArtifactReport:
     path = model.root / str(art["file"])
     size = path.stat().st_size if path.is_file() else None
     state = _sha256_state(path, art.get("sha256"), verify)
-    runs = _runs_here(art, available) if path.is_file() else "no: the file is missing"
+    if state == MISSING:
+        runs = "no: the file is missing"
+    elif state == DIFFERS:
+        runs = "no: damaged (medfuse-run refuses a file whose sha256 differs from the export's)"
+    else:
+        runs = _runs_here(art, available)
     return ArtifactReport(str(art["file"]), str(art.get("format", "onnx")), str(art.get("precision", "fp32")),
                           size, state, _parity(art), runs)
 
 
-def _configs(model: ModelDir) -> tuple[str, dict]:
+def _configs(model: ModelDir, artifacts: list[ArtifactReport]) -> tuple[str, dict]:
     """Modality pair and preprocessing as medfuse-run reads them: the model's own metadata (the
-    first ONNX file's, else the engine sidecar's), else manifest.json."""
+    first intact ONNX file's, else the engine sidecar's), else manifest.json."""
     from medfuse.runtime.backends.tensorrt_backend import PlanInfo
     from medfuse.runtime.model_dir import modality_pair
 
-    if model.onnx:
-        artifact = next(iter(model.onnx.values()))
-        metadata = read_onnx_metadata(artifact)
-    else:
-        artifact = model.plan
-        metadata = PlanInfo.from_sidecar(model.plan_info, model.plan).metadata() if model.plan_info else {}
+    damaged = {a.file for a in artifacts if a.sha256 in (DIFFERS, MISSING)}
+    readable = [p for p in model.onnx.values() if p.name not in damaged]
+    metadata: dict[str, str] = {}
+    artifact = readable[0] if readable else (model.plan or model.root)
+    if readable:
+        try:
+            metadata = read_onnx_metadata(artifact)
+        except (MedfuseError, ImportError):  # unreadable, or no onnxruntime here: the manifest says it too
+            metadata = {}
+    elif model.plan_info:
+        metadata = PlanInfo.from_sidecar(model.plan_info, model.plan).metadata()
     return modality_pair(metadata, model, artifact), preprocess_config(metadata, model, artifact).to_dict()
 
 
-def _auto_choice(available) -> str:
+def _auto_choice(available, artifacts: list[ArtifactReport]) -> str:
     from medfuse.runtime.selection import choose
 
     try:
-        return choose("auto", "auto", available).describe()
+        choice = choose("auto", "auto", available)
     except MedfuseError as err:
         return f"nothing can run here: {err}"
+    if any(a.file == choice.artifact and a.sha256 == DIFFERS for a in artifacts):
+        return f"{choice.describe()}; but that file is damaged, so medfuse-run refuses it: export it again"
+    return choice.describe()
 
 
 def inspect_model(model: ModelDir, verify: bool = True) -> ModelReport:
@@ -134,22 +161,28 @@ def inspect_model(model: ModelDir, verify: bool = True) -> ModelReport:
     from medfuse.runtime.selection import probe
 
     available = probe(model)
-    artifacts = [_artifact(model, art, available, verify) for art in _listed(model)]
-    pair, preprocess = _configs(model)
+    listed, odd = _listed(model)
+    artifacts = [_artifact(model, art, available, verify) for art in listed]
+    pair, preprocess = _configs(model, artifacts)
     manifest = model.manifest or {}
     report = ModelReport(
         folder=str(model.root), found_by=model.source, medfuse_version=manifest.get("medfuse_version"),
         checkpoint_sha256=manifest.get("checkpoint_sha256"), modality_pair=pair, preprocess=preprocess,
-        model_config=manifest.get("model_config"), artifacts=artifacts, auto_choice=_auto_choice(available),
-        engine=model.plan_info if model.plan is not None else None)
-    report.problems, report.notes = _problems(artifacts), _notes(model)
+        model_config=manifest.get("model_config"), artifacts=artifacts,
+        auto_choice=_auto_choice(available, artifacts), engine=model.plan_info if model.plan is not None else None)
+    report.problems, report.notes = _problems(artifacts), _notes(model, artifacts) + odd
     return report
 
 
-def _notes(model: ModelDir) -> list[str]:
+def _notes(model: ModelDir, artifacts: list[ArtifactReport]) -> list[str]:
     out = []
     if model.manifest is None:
         out.append(f"no {MANIFEST}: the files cannot be checked against their export")
+    else:
+        out += [f"{a.file} has no sha256 in {MANIFEST}: it cannot be checked" for a in artifacts
+                if a.sha256 == UNRECORDED]
+        out += [f"{a.file}'s parity verdict in {MANIFEST} is not true or false" for a in artifacts
+                if a.parity is not None and a.parity.get("passed") is None]
     if model.plan is not None and model.plan_info is None:
         out.append(f"{PLAN} has no sidecar ({PLAN}.json): medfuse-run cannot tell which GPU it was built for")
     return out

@@ -134,3 +134,41 @@ def test_missing_folder_is_one_line_and_exit_2(capsys, tmp_path):
     code, out, err = inspect(capsys, tmp_path / "nowhere")
     assert code == 2 and out == ""
     assert err.startswith("error: ") and "model folder not found" in err and "Traceback" not in err
+
+
+def test_unreadable_onnx_is_reported_not_fatal(capsys, folder):
+    """The report read the first ONNX file's metadata with onnxruntime: a truncated file ended
+    the command (exit 2, no report) instead of showing it damaged."""
+    (folder / "model.onnx").write_bytes((folder / "model.onnx").read_bytes()[:100])
+    code, data = report(capsys, folder)
+    arts = {a["file"]: a for a in data["artifacts"]}
+    assert code == 1 and arts["model.onnx"]["sha256"] == "differs"
+    assert arts["model.onnx"]["runs_here"].startswith("no: damaged")
+    assert data["preprocess"]["input_size"] == 96  # from an intact file, else the manifest
+
+
+def test_auto_line_says_when_its_choice_is_damaged(capsys, folder):
+    with open(folder / "model.int8.onnx", "ab") as handle:
+        handle.write(b"x")
+    code, data = report(capsys, folder)
+    assert code == 1
+    assert data["auto_choice"].startswith("onnxruntime-cpu int8 (model.int8.onnx)")
+    assert data["auto_choice"].endswith("but that file is damaged, so medfuse-run refuses it: export it again")
+
+
+def test_odd_manifests_are_said_not_trusted(capsys, folder):
+    def odd(manifest):
+        manifest["artifacts"][0]["parity"] = {"passed": "false", "psnr": float("inf")}
+        del manifest["artifacts"][1]["sha256"]
+        manifest["artifacts"].append({"file": "../elsewhere/model.onnx", "format": "onnx", "sha256": "0"})
+
+    set_manifest(folder, odd)
+    code, out, err = inspect(capsys, folder, "--json")
+    assert code == 0, err
+    data = json.loads(out)  # strict JSON: the infinite PSNR is null
+    assert data["artifacts"][0]["parity"] == {"passed": None, "psnr": None, "max_abs": None, "inputs": None}
+    assert "../elsewhere/model.onnx" not in {a["file"] for a in data["artifacts"]}
+    assert set(data["notes"]) == {
+        "model.fp16.onnx has no sha256 in manifest.json: it cannot be checked",
+        "model.onnx's parity verdict in manifest.json is not true or false",
+        "manifest.json lists an artifact that is not a file name in the folder: '../elsewhere/model.onnx'"}
