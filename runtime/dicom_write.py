@@ -28,6 +28,7 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, ge
 
 from .atomic import atomic_output
 from .dicom_read import group_item
+from .errors import MedfuseError
 from .image import MedicalImage
 
 SOFTWARE = "medfuse"
@@ -165,11 +166,15 @@ def _patient_orientation(ct: Dataset | None) -> list[str] | str:
 
 
 def _plane_value(source: _Source, group: str, key: str):
-    """An Image Plane attribute of a source slice: top level (classic), else the frame's (or the
-    shared) functional group item of an enhanced file; None when absent."""
+    """An Image Plane attribute of a source slice: for one frame of a multi-frame file its own
+    (or the shared) functional group item first, since a top-level value some vendors add there
+    holds for one frame at most; else the top level (classic files); None when absent."""
+    item = group_item(source.ds, group, source.frame) if source.frame is not None else None
+    if item is not None and item.get(key) not in (None, ""):
+        return item.get(key)
     if key in source.ds and source.ds[key].value not in (None, ""):
         return source.ds[key].value
-    item = group_item(source.ds, group, source.frame)
+    item = group_item(source.ds, group)
     return item.get(key) if item is not None else None
 
 
@@ -209,6 +214,18 @@ def _references(ds: Dataset, ct: _Source | None, others: list[_Source]) -> None:
         ds.ReferencedImageSequence = DicomSequence([_reference_item(sources[0])])
 
 
+def _check_grid(rgb_shape: tuple[int, ...], reference: MedicalImage | None, depth: int | None = None) -> None:
+    """The fused pixels must lie on the reference's grid: its plane geometry and references are copied."""
+    if reference is None:
+        return
+    if tuple(rgb_shape[-3:-1]) != tuple(reference.height_width):
+        raise MedfuseError(f"the fused image is {rgb_shape[-3]}x{rgb_shape[-2]} but its reference is "
+                           f"{reference.height_width[0]}x{reference.height_width[1]}: a fused DICOM image lies "
+                           "on its reference's pixel grid", reference.path)
+    if depth is not None and reference.is_volume and depth != reference.depth:
+        raise MedfuseError(f"the fused volume has {depth} slices but its reference has {reference.depth}", reference.path)
+
+
 def secondary_capture(
     rgb: np.ndarray,
     reference: MedicalImage | None,
@@ -245,6 +262,7 @@ def write_dicom_secondary_capture(
     modality_pair: str = "ct-mri",
 ) -> Path:
     """Write one fused RGB image as a DICOM Secondary Capture file (atomic)."""
+    _check_grid(np.shape(rgb_uint8), reference)
     ds = secondary_capture(rgb_uint8, reference, series_uid=generate_uid(), extra_sources=extra_sources,
                            modality_pair=modality_pair)
     with atomic_output(path) as tmp:
@@ -267,6 +285,7 @@ def write_dicom_series(
     """
     if rgb_uint8_volume.ndim != 4 or rgb_uint8_volume.shape[-1] != 3:
         raise ValueError(f"expected a (D, H, W, 3) volume, got shape {rgb_uint8_volume.shape}")
+    _check_grid(rgb_uint8_volume.shape, reference, depth=len(rgb_uint8_volume))
     series_uid, when = generate_uid(), dt.datetime.now()
     study_uid = None
     with atomic_output(folder) as tmp:

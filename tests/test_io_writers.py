@@ -167,6 +167,29 @@ def test_fused_slices_of_an_enhanced_ct_take_each_frame_position(tmp_path):
     assert dciodvfy_errors(sorted(folder.iterdir())[0]) == []
 
 
+def test_frame_positions_win_over_a_top_level_position(tmp_path):
+    """Some vendors add a top-level ImagePositionPatient to enhanced files; it holds for one frame at most."""
+    path = _enhanced_ct(tmp_path / "enhanced.dcm")
+    ds = pydicom.dcmread(path)
+    ds.ImagePositionPatient, ds.ImageOrientationPatient = [0, 10, 0], [1, 0, 0, 0, 0, -1]
+    ds.save_as(path)
+    folder = write_dicom_series(tmp_path / "fused", np.zeros((2, 8, 8, 3), np.uint8), read_volume(path))
+    positions = [list(map(float, pydicom.dcmread(f).ImagePositionPatient)) for f in sorted(folder.iterdir())]
+    assert positions == [[0, 10, 0], [0, 12.5, 0]]
+
+
+def test_fused_pixels_off_the_reference_grid_are_refused(phantom_dicom_dir, tmp_path):
+    """Its plane geometry and references are the reference's: on another grid they would lie."""
+    from medfuse.runtime.errors import MedfuseError
+
+    with pytest.raises(MedfuseError, match="the fused image is 100x60 but its reference is 128x128"):
+        write_dicom_secondary_capture(tmp_path / "f.dcm", np.zeros((100, 60, 3), np.uint8), _ct_small())
+    source = read_volume(phantom_dicom_dir / "CT" / "01")
+    with pytest.raises(MedfuseError, match="the fused volume has 5 slices but its reference has 3"):
+        write_dicom_series(tmp_path / "s", np.zeros((5, 64, 64, 3), np.uint8), source)
+    assert not (tmp_path / "f.dcm").exists() and not (tmp_path / "s").exists()
+
+
 def test_no_partial_plane_geometry_without_a_frame_of_reference(tmp_path):
     """A position without its frame of reference means nothing to a viewer: all or none."""
     ct = _ct_small()
@@ -206,6 +229,6 @@ def test_references_to_one_frame_of_a_multiframe_source_name_the_frame(tmp_path)
     folder = write_dicom_series(tmp_path / "series", RNG.integers(0, 256, (2, 100, 100, 3), dtype=np.uint8), volume)
     frames = [pydicom.dcmread(f).SourceImageSequence[0].ReferencedFrameNumber for f in sorted(folder.iterdir())]
     assert frames == [1, 2]
-    single = pydicom.dcmread(write_dicom_secondary_capture(tmp_path / "plain.dcm", np.zeros((64, 64, 3), np.uint8),
+    single = pydicom.dcmread(write_dicom_secondary_capture(tmp_path / "plain.dcm", np.zeros((128, 128, 3), np.uint8),
                                                            read_image(pydicom.data.get_testdata_file("CT_small.dcm"))))
     assert "ReferencedFrameNumber" not in single.SourceImageSequence[0]  # a single-frame image: no frame
