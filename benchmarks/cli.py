@@ -29,7 +29,7 @@ app = typer.Typer(pretty_exceptions_enable=False, no_args_is_help=True, add_comp
 
 
 @app.callback()
-def _root(version: Annotated[bool, version_option("medfuse-bench", ("torch", "onnxruntime", "tensorrt"))] = False) -> None:
+def _root(version: Annotated[bool, version_option("medfuse-bench")] = False) -> None:
     """Benchmarks of medfuse: latency, parity with PyTorch, and fusion quality against baselines."""
 
 CkptOpt = Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Checkpoint (.pt): the PyTorch reference.")]

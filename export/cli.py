@@ -88,7 +88,7 @@ def export(
     opset: Annotated[int, typer.Option(help="ONNX opset (18 or newer).")] = DEFAULT_OPSET,
     timing_cache: Annotated[Optional[Path], typer.Option(help="TensorRT timing cache file, reused across builds.")] = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for PyTorch and the ONNX Runtime parity runs (default: all cores; int8 calibration keeps ONNX Runtime's own).")] = None,
-    version: Annotated[bool, version_option("medfuse-export", ("torch", "onnx", "onnxruntime", "tensorrt"))] = False,
+    version: Annotated[bool, version_option("medfuse-export")] = False,
 ) -> None:
     """Export CHECKPOINT into ARTIFACTS_DIR and prove each artifact matches PyTorch."""
     request = ExportRequest(

@@ -34,6 +34,11 @@ def missing_modules(names: tuple[str, ...]) -> list[str]:
 
 def _launch(tool: str) -> None:
     module, needs, extras = TOOLS[tool]
+    if sys.argv[1:] == ["--version"]:  # answered without the extras: train's module imports torch (seconds)
+        from medfuse.runtime.versions import version_line
+
+        print(version_line(tool))
+        sys.exit(0)
     missing = missing_modules(needs)
     if missing:
         print(f"error: {tool} needs {', '.join(missing)}, not installed here: pip install '.[{extras}]' "

@@ -26,6 +26,14 @@ DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
     "nibabel": ("nibabel",),
 }
 RUNTIME = ("onnxruntime", "tensorrt", "numpy", "opencv", "pydicom", "nibabel")
+# The libraries each command's --version names: those its results depend on.
+TOOL_LIBRARIES: dict[str, tuple[str, ...]] = {
+    "medfuse-run": RUNTIME,
+    "medfuse-inspect": RUNTIME,
+    "medfuse-train": ("torch", "numpy", "opencv"),
+    "medfuse-export": ("torch", "onnx", "onnxruntime", "tensorrt"),
+    "medfuse-bench": ("torch", "onnxruntime", "tensorrt"),
+}
 
 
 def installed_version(library: str) -> str | None:
@@ -38,24 +46,25 @@ def installed_version(library: str) -> str | None:
     return None
 
 
-def version_line(tool: str, libraries: Sequence[str]) -> str:
+def version_line(tool: str, libraries: Sequence[str] | None = None) -> str:
     from medfuse import __version__
 
+    libraries = TOOL_LIBRARIES.get(tool, ()) if libraries is None else libraries
     parts = [f"{lib} {installed_version(lib) or 'not installed'}" for lib in libraries]
     return f"{tool} {__version__}" + (f"; {', '.join(parts)}" if parts else "")
 
 
-def version_callback(tool: str, libraries: Sequence[str] = RUNTIME) -> Callable[[bool], None]:
+def version_callback(tool: str) -> Callable[[bool], None]:
     """A Typer callback for an eager `--version` flag: print the line and exit 0."""
 
     def show(value: bool) -> None:
         if value:
-            typer.echo(version_line(tool, libraries))
+            typer.echo(version_line(tool))
             raise typer.Exit()
 
     return show
 
 
-def version_option(tool: str, libraries: Sequence[str] = RUNTIME):
-    return typer.Option("--version", is_eager=True, callback=version_callback(tool, libraries),
+def version_option(tool: str):
+    return typer.Option("--version", is_eager=True, callback=version_callback(tool),
                         help="Print medfuse's version and its libraries' and exit.")

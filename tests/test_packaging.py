@@ -99,6 +99,15 @@ def test_tools_that_need_torch_say_which_extra_in_one_line(tool, extra):
     assert done.stderr.startswith(f"error: medfuse-{tool} needs torch") and f"'.[{extra}]'" in done.stderr
 
 
+@pytest.mark.parametrize("tool", ["train", "export"])
+def test_version_answers_without_the_extras(tool):
+    """--version is what a bug report asks for first, also where torch is missing (it says so)."""
+    code = BLOCK_TORCH + f"sys.argv = ['medfuse-{tool}', '--version']\nfrom medfuse.entry_points import {tool}\n{tool}()"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"medfuse-{tool} 0.1.0; torch ") and "torch" not in done.stderr
+
+
 def test_tools_run_through_the_guard_when_everything_is_installed():
     done = subprocess.run([sys.executable, "-c", "import sys; sys.argv = ['medfuse-train', '--help']\n"
                            "from medfuse.entry_points import train\ntrain()"], capture_output=True, text=True)

@@ -30,7 +30,7 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root(version: Annotated[bool, version_option("medfuse-train", ("torch", "numpy", "opencv"))] = False) -> None:
+def _root(version: Annotated[bool, version_option("medfuse-train")] = False) -> None:
     """Train the CT-MRI fusion model: visible-infrared pretraining, then CT-MRI fine-tuning."""
 
 
