@@ -52,15 +52,17 @@ class LoadedModel:
 
 def load_model(model: str | os.PathLike | None = None, backend: str = "auto", precision: str = "auto", *,
                threads: int | None = None, window: tuple[float, float] | None = None, clahe: bool | None = None,
-               spin: bool = True, say=log.info) -> LoadedModel:
+               spin: bool = True, say=log.info, label: str = "the model argument") -> LoadedModel:
     """Find the model folder (`model`, else $MEDFUSE_MODEL, else the default), choose and activate
     a runner, read its preprocessing and modality pair. `spin=False` when other threads work
-    beside the engine (folders, volumes); the caller closes `runner`."""
+    beside the engine (folders, volumes); `label` names `model` in messages; the caller closes `runner`."""
     from medfuse.runtime.cli_support import preprocess_for
     from medfuse.runtime.model_dir import modality_pair, open_model_dir, verify_onnx
+    from medfuse.runtime.preprocess import check_window
     from medfuse.runtime.selection import choose, make_runner, probe
 
-    folder = open_model_dir(Path(model) if model is not None else None)
+    window = check_window(window, "window") if window is not None else None  # before the model loads
+    folder = open_model_dir(Path(model) if model is not None else None, label=label)
     choice = choose(backend, precision, probe(folder))
     say(f"backend: {choice.describe()}")
     runner = make_runner(choice, folder, spin=spin, threads=threads)
@@ -210,7 +212,8 @@ class FusionModel:
         """Many 2D pairs (any sizes), run in engine batches of `batch_size`; one (H, W, 3) uint8 each.
         The first pair that cannot be read or checked raises, naming it; nothing is returned then."""
         self._check_open()
-        prepared = [self._fuser.prepare(as_image(ct, self._first_role()), as_image(mri, "MRI")) for ct, mri in pairs]
+        items = list(pairs)
+        prepared = [self._prepare(item, f" #{i}" if len(items) > 1 else "") for i, item in enumerate(items)]
         if not prepared:
             return []
         return [fused_image(p, f) for p, f in zip(prepared, self._fuser.run(prepared))]
@@ -221,6 +224,13 @@ class FusionModel:
         self._check_open()
         ct_img, mri_img = as_image(ct, self._first_role(), volume=True), as_image(mri, "MRI", volume=True)
         return fuse_volume_images(self._fuser, ct_img, mri_img, self._workers).fused
+
+    def _prepare(self, item, tag: str) -> PreparedPair:
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise MedfuseError(f"fuse_batch takes (ct, mri) pairs; item{tag or ' 0'} is {type(item).__name__}"
+                               + (f" of {len(item)}" if isinstance(item, (tuple, list)) else ""))
+        ct, mri = item
+        return self._fuser.prepare(as_image(ct, self._first_role() + tag), as_image(mri, "MRI" + tag))
 
     def _first_role(self) -> str:
         return self.modality_pair.split("-")[0].upper()

@@ -88,15 +88,12 @@ def parse_window(window: str | None, preset: str | None) -> tuple[float, float] 
         return window_preset(preset)
     if not window:
         return None
-    try:
-        center, width = (float(v) for v in window.split(","))
-    except ValueError:
-        raise MedfuseError(f"--window takes CENTRE,WIDTH in HU (e.g. 40,400), got {window!r}") from None
-    if not (math.isfinite(center) and math.isfinite(width)):
-        raise MedfuseError(f"--window takes finite numbers, got {window!r}")
-    if width <= 0:
-        raise MedfuseError(f"--window width must be positive, got {width:g}")
-    return center, width
+    from medfuse.runtime.preprocess import check_window
+
+    parts = window.split(",")
+    if len(parts) != 2:
+        raise MedfuseError(f"--window takes CENTRE,WIDTH in HU (e.g. 40,400), got {window!r}")
+    return check_window(parts, "--window")
 
 
 @app.command()

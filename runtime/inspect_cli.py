@@ -49,7 +49,7 @@ def _preprocess_text(p: dict) -> str:
 
 
 def _head(report) -> list[tuple[str, str]]:
-    found_by = "the argument" if report.found_by == "--model" else report.found_by
+    found_by = report.found_by
     rows = [("model folder", f"{report.folder} (from {found_by})"),
             ("exported by", f"medfuse {report.medfuse_version or 'unknown'}"),
             ("checkpoint sha256", report.checkpoint_sha256 or "unknown"),
@@ -106,7 +106,7 @@ def inspect(
     from medfuse.runtime.model_dir import open_model_dir
     from medfuse.runtime.model_report import inspect_model
 
-    report = inspect_model(open_model_dir(model), verify=verify)
+    report = inspect_model(open_model_dir(model, label="the MODEL argument"), verify=verify)
     if json_output:
         from medfuse.runtime.json_safe import json_safe
 

@@ -56,22 +56,24 @@ class ModelDir:
         return f"{self.root} ({self.source}: {', '.join(files)})"
 
 
-def locate(option: Path | None, env: Mapping[str, str] = os.environ) -> tuple[Path, str]:
-    """The model path to use and where it came from; no check that it holds a model."""
+def locate(option: Path | None, env: Mapping[str, str] = os.environ, label: str = "--model") -> tuple[Path, str]:
+    """The model path to use and where it came from (`label` names the option or argument given,
+    for the messages); no check that it holds a model."""
     if option is not None:
-        return Path(option).expanduser(), "--model"
+        return Path(option).expanduser(), label
     if env.get(MODEL_ENV):
         return Path(env[MODEL_ENV]).expanduser(), f"${MODEL_ENV}"
     return default_model_dir(env), "default"
 
 
-def open_model_dir(option: Path | None = None, env: Mapping[str, str] = os.environ) -> ModelDir:
+def open_model_dir(option: Path | None = None, env: Mapping[str, str] = os.environ,
+                   label: str = "--model") -> ModelDir:
     """Find the model folder (see module doc) and list what it holds; one clear error otherwise."""
-    path, source = locate(option, env)
+    path, source = locate(option, env, label)
     if not path.exists():
         if source == "default":
             raise MedfuseError(
-                f"no medfuse model found: pass --model DIR, set ${MODEL_ENV}, or {how_to_make(path)}")
+                f"no medfuse model found: pass {label} DIR, set ${MODEL_ENV}, or {how_to_make(path)}")
         raise MedfuseError(f"model folder not found (from {source}); {how_to_make(path)}", path)
     if path.is_file():
         return _single_file(path, source)

@@ -8,6 +8,7 @@ The transforms themselves (windowing, normalisation, CLAHE, letterbox) live in t
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 
 import cv2
@@ -98,6 +99,19 @@ def window_preset(name: str) -> tuple[float, float]:
     if name not in CT_WINDOW_PRESETS:
         raise MedfuseError(f"unknown CT window {name!r}; choose one of {', '.join(CT_WINDOW_PRESETS)}")
     return CT_WINDOW_PRESETS[name]
+
+
+def check_window(window, what: str = "the CT window") -> tuple[float, float]:
+    """(centre, width) in HU as two finite numbers with a positive width, or one MedfuseError."""
+    try:
+        center, width = (float(v) for v in window)
+    except (TypeError, ValueError):
+        raise MedfuseError(f"{what} takes (centre, width) in HU, e.g. (40, 400); got {window!r}") from None
+    if not (math.isfinite(center) and math.isfinite(width)):
+        raise MedfuseError(f"{what} takes finite numbers, got {window!r}")
+    if width <= 0:
+        raise MedfuseError(f"{what}'s width must be positive, got {width:g}")
+    return center, width
 
 
 def window_ct(hu: np.ndarray, center: float, width: float) -> np.ndarray:
@@ -254,8 +268,8 @@ def check_pair_modalities(first: MedicalImage, mri: MedicalImage, modality_pair:
     for img, allowed, role in ((first, expected[0], roles[0]), (mri, expected[1], roles[1])):
         found = (img.modality or "").upper()
         if found in KNOWN_MODALITIES and found not in allowed:
-            raise MedfuseError(f"is a DICOM {found} image but was given as the {role} input of a {modality_pair} "
-                               "model (arguments swapped?)", img.path)
+            raise MedfuseError(f"is a {found} image (DICOM Modality) but was given as the {role} input of a "
+                               f"{modality_pair} model (arguments swapped?)", img.path)
 
 
 def _orientation(img: MedicalImage) -> np.ndarray | None:

@@ -69,7 +69,7 @@ def _load(req: Request, mode: str, say):
 
     # pipelined modes share the cores with decoding and writing: no spinning
     loaded = load_model(req.model, req.backend, req.precision, threads=req.threads, window=req.window,
-                        clahe=req.clahe, spin=mode == "pair", say=say)
+                        clahe=req.clahe, spin=mode == "pair", say=say, label="--model")
     return loaded.choice, loaded.runner, loaded.preprocess, loaded.modality_pair, loaded.folder
 
 

@@ -228,3 +228,42 @@ def test_one_model_shared_by_threads_gives_each_caller_its_own_result(model, pha
     with ThreadPoolExecutor(max_workers=4) as pool:
         together = list(pool.map(lambda p: model.fuse(*p), pairs))
     assert all(np.array_equal(a, b) for a, b in zip(alone, together, strict=True))
+
+
+@pytest.mark.parametrize("window, message", [
+    ((float("nan"), 400.0), "window takes finite numbers"),
+    ((40.0, float("inf")), "window takes finite numbers"),
+    ((40.0, -1.0), "window's width must be positive, got -1"),
+    ("40,400", r"window takes \(centre, width\) in HU"),
+    ((40.0,), r"window takes \(centre, width\) in HU"),
+])
+def test_bad_window_is_refused_before_the_model_loads(tmp_path, window, message):
+    """A NaN window used to fuse to NaN, reported as a damaged model; a string died in a TypeError."""
+    with pytest.raises(MedfuseError, match=message):
+        FusionModel.open(tmp_path / "no-model-here", window=window)
+
+
+def test_batch_items_that_are_not_pairs_are_refused(model):
+    img = np.zeros((64, 64), np.uint8)
+    with pytest.raises(MedfuseError, match=r"fuse_batch takes \(ct, mri\) pairs; item #1 is tuple of 1"):
+        model.fuse_batch([(img, img), (img,)])
+    with pytest.raises(MedfuseError, match="item 0 is ndarray"):
+        model.fuse_batch([img])
+
+
+def test_a_bad_array_in_a_batch_is_named_by_its_place(model):
+    img = np.zeros((64, 64), np.uint8)
+    bad = np.full((64, 64), np.nan, np.float32)
+    with pytest.raises(MedfuseError, match=r"<MRI #2 array>: 4096 of 4096 pixel values are NaN"):
+        model.fuse_batch([(img, img), (img, img), (img, bad)])
+
+
+def test_hounsfield_array_given_to_a_pet_model_is_called_a_ct(tmp_path):
+    art = write_model_dir(tmp_path / "pet-model", preprocess=CFG, modality_pair="pet-mri")
+    with FusionModel.open(art, threads=1) as m, pytest.raises(MedfuseError, match=r"is a CT image \(DICOM Modality\)"):
+        m.fuse(ct_hounsfield(np.zeros((64, 64), np.int16)), np.zeros((64, 64), np.uint8))
+
+
+def test_missing_model_is_named_in_the_api_s_words(tmp_path):
+    with pytest.raises(MedfuseError, match=r"model folder not found \(from the model argument\)"):
+        FusionModel.open(tmp_path / "nowhere")
