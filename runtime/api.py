@@ -116,6 +116,8 @@ def _from_array(a: np.ndarray, name: str, *, volume: bool | None = None, modalit
     if not isinstance(a, np.ndarray) or a.dtype.kind not in "uif":
         kind = a.dtype if isinstance(a, np.ndarray) else type(a).__name__
         raise MedfuseError(f"the {name} must hold real numbers (uint8, integers or floats), not {kind}")
+    if isinstance(a, np.ma.MaskedArray):  # numpy's statistics would skip the masked pixels, OpenCV would not
+        raise MedfuseError(f"the {name} is a masked array; fill it first (array.filled(background value))")
     is_volume = a.ndim == 3 and a.shape[-1] != 3 if volume is None else volume
     shapes = {True: "(D, H, W)", False: "(H, W) or (H, W, 3)"}
     fits = a.ndim == 3 if is_volume else (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3))

@@ -174,6 +174,7 @@ def test_nan_array_is_refused_naming_the_input(model, phantom_dir):
     (np.zeros((4, 64, 64), np.uint8), "a volume: use fuse_volume"),
     (np.zeros((0, 64), np.uint8), "has shape"),
     (42, "must be a file path, a MedicalImage or a numpy array, not int"),
+    (np.ma.masked_less(np.arange(4096, dtype=np.float32).reshape(64, 64), 100), "is a masked array; fill it first"),
 ])
 def test_arrays_that_are_not_images_are_refused(model, bad, message):
     with pytest.raises(MedfuseError, match=message):
