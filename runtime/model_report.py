@@ -94,8 +94,9 @@ def _runs_here(art: dict, available) -> str:
         return f"no: {available.plan_problem}" if available.plan_problem else "yes"
     if not available.ort_providers:
         return "no: onnxruntime is not installed (pip install 'medfuse[cpu]')"
-    gpu = "CUDAExecutionProvider" in available.ort_providers
-    if art.get("precision") == "fp16" and not gpu:
+    from medfuse.runtime.backends.onnxruntime_backend import CUDA_EP
+
+    if art.get("precision") == "fp16" and CUDA_EP not in available.ort_providers:
         return "yes, slowly (fp16 on a CPU)"
     return "yes"
 
@@ -168,7 +169,8 @@ def inspect_model(model: ModelDir, verify: bool = True) -> ModelReport:
     report = ModelReport(
         folder=str(model.root), found_by=model.source, medfuse_version=manifest.get("medfuse_version"),
         checkpoint_sha256=manifest.get("checkpoint_sha256"), modality_pair=pair, preprocess=preprocess,
-        model_config=manifest.get("model_config"), artifacts=artifacts,
+        model_config=manifest.get("model_config") if isinstance(manifest.get("model_config"), dict) else None,
+        artifacts=artifacts,
         auto_choice=_auto_choice(available, artifacts), engine=model.plan_info if model.plan is not None else None)
     report.problems, report.notes = _problems(artifacts), _notes(model, artifacts) + odd
     return report
