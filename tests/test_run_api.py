@@ -7,9 +7,7 @@ preprocessed inputs; the API must give, from paths or from arrays, what medfuse-
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
-from unittest import mock
 
 import cv2
 import numpy as np
@@ -22,6 +20,7 @@ from medfuse.runtime.color import chroma_error
 from medfuse.runtime.errors import MedfuseError
 from medfuse.runtime.preprocess import PreprocessConfig, prepare_pair, to_uint8_image
 from onnx_fixtures import expected_fused, write_model_dir
+from run_main import exit_status
 
 CFG = PreprocessConfig(input_size=32)  # phantoms are 64x64: the letterbox really resizes
 
@@ -48,12 +47,7 @@ def gray(path: Path) -> np.ndarray:
 
 
 def run_cli(*args) -> int:
-    with mock.patch.object(sys, "argv", ["medfuse-run", *map(str, args)]):
-        try:
-            main()
-        except SystemExit as done:
-            return done.code
-    return 0
+    return exit_status(main, ["medfuse-run", *args])
 
 
 # ------------------------------------------------------------------------------ same result as medfuse-run

@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from unittest import mock
 
 import cv2
 import nibabel as nib
@@ -24,6 +23,7 @@ from medfuse.runtime import io
 from medfuse.runtime.cli import main
 from medfuse.runtime.preprocess import PreprocessConfig, prepare_pair, to_uint8_image
 from onnx_fixtures import expected_fused, write_model, write_model_dir
+from run_main import run_main
 
 CFG = PreprocessConfig(input_size=32)  # phantoms are 64x64: the letterbox really resizes
 
@@ -34,14 +34,7 @@ def model(tmp_path_factory) -> Path:
 
 
 def medfuse_run(capsys, *args) -> tuple[int, str, str]:
-    with mock.patch.object(sys, "argv", ["medfuse-run", *map(str, args)]):
-        try:
-            main()
-            code = 0
-        except SystemExit as done:
-            code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_main(capsys, main, ["medfuse-run", *args])
 
 
 def expected_rgb(ct: Path, mri: Path, slice_index: int | None = None) -> np.ndarray:

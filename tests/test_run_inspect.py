@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
-from unittest import mock
 
 import pytest
 
 from medfuse.runtime.inspect_cli import main
 from medfuse.runtime.preprocess import PreprocessConfig
 from onnx_fixtures import write_model_dir
+from run_main import run_main
 
 CFG = PreprocessConfig(input_size=96, ct_window_center=600.0, ct_window_width=2800.0)
 
@@ -24,15 +23,7 @@ def folder(tmp_path) -> Path:
 
 def inspect(capsys, *args) -> tuple[int, str, str]:
     # a wide console: Rich wraps table cells at the default 80 columns when not on a terminal
-    with mock.patch.object(sys, "argv", ["medfuse-inspect", *map(str, args)]), \
-            mock.patch.dict("os.environ", {"COLUMNS": "240"}):
-        try:
-            main()
-            code = 0
-        except SystemExit as done:
-            code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_main(capsys, main, ["medfuse-inspect", *args], env={"COLUMNS": "240"})
 
 
 def report(capsys, *args) -> tuple[int, dict]:
