@@ -6,6 +6,7 @@ console script; it is slow (a minute or two) and skipped when MEDFUSE_SKIP_VENV_
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -90,4 +91,8 @@ def test_fresh_venv_with_cpu_extra_runs_medfuse_run(tmp_path, lean_model, phanto
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert out.stat().st_size > 0
+    inspected = subprocess.run([str(venv / "bin" / "medfuse-inspect"), str(lean_model), "--json"],
+                               capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert inspected.returncode == 0, inspected.stderr
+    assert json.loads(inspected.stdout)["auto_choice"].startswith("onnxruntime-cpu int8")
     print(f"\nlean venv {_size_mb(venv):.0f} MiB")
