@@ -10,6 +10,16 @@ from pathlib import Path
 import pytest
 
 
+def dataset(**attrs):
+    """A pydicom Dataset with these attributes (a functional group item, a hand-made header)."""
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    for key, value in attrs.items():
+        setattr(ds, key, value)
+    return ds
+
+
 def dciodvfy_errors(path: Path) -> list[str]:
     """The "Error" lines dciodvfy reports for `path` (empty when the file is valid)."""
     tool = shutil.which("dciodvfy")

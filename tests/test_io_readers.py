@@ -12,6 +12,7 @@ import pydicom
 import pydicom.data
 import pytest
 
+from dicom_check import dataset
 from medfuse.runtime.io import read_image, read_volume
 
 NIBABEL_DATA = Path(nibabel.__file__).parent / "tests" / "data"
@@ -137,13 +138,7 @@ def test_multiframe_rgb_dicom_frames_and_volume():
 
 
 def _gray_dataset(**attrs):
-    from pydicom.dataset import Dataset
-
-    ds = Dataset()
-    ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.PixelRepresentation = 1, 8, 8, 0
-    for key, value in attrs.items():
-        setattr(ds, key, value)
-    return ds
+    return dataset(**{"SamplesPerPixel": 1, "BitsAllocated": 8, "BitsStored": 8, "PixelRepresentation": 0, **attrs})
 
 
 def test_monochrome1_is_inverted_against_the_bit_range_not_each_image():
@@ -165,17 +160,11 @@ def test_enhanced_ct_takes_hu_and_spacing_from_its_functional_groups():
 
     from medfuse.runtime.dicom_read import _is_hu, _pixel_spacing, _to_values
 
-    def group(**values):
-        item = Dataset()
-        for key, value in values.items():
-            setattr(item, key, value)
-        return item
-
     shared = Dataset()
-    shared.PixelValueTransformationSequence = [group(RescaleIntercept=-1024, RescaleSlope=1, RescaleType="HU")]
-    shared.PixelMeasuresSequence = [group(PixelSpacing=[0.5, 0.7])]
+    shared.PixelValueTransformationSequence = [dataset(RescaleIntercept=-1024, RescaleSlope=1, RescaleType="HU")]
+    shared.PixelMeasuresSequence = [dataset(PixelSpacing=[0.5, 0.7])]
     second = Dataset()
-    second.PixelValueTransformationSequence = [group(RescaleIntercept=-1000, RescaleSlope=2)]
+    second.PixelValueTransformationSequence = [dataset(RescaleIntercept=-1000, RescaleSlope=2)]
     ds = _gray_dataset(Modality="CT", PhotometricInterpretation="MONOCHROME2", NumberOfFrames=2, BitsStored=16,
                        BitsAllocated=16, SharedFunctionalGroupsSequence=[shared],
                        PerFrameFunctionalGroupsSequence=[Dataset(), second])

@@ -9,7 +9,7 @@ import numpy as np
 import pydicom
 import pydicom.data
 import pytest
-from dicom_check import dciodvfy_errors
+from dicom_check import dataset, dciodvfy_errors
 
 from medfuse.runtime.io import (
     read_image,
@@ -127,12 +127,6 @@ def _enhanced_ct(path: Path) -> Path:
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-    def item(**values):
-        out = Dataset()
-        for key, value in values.items():
-            setattr(out, key, value)
-        return out
-
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -143,11 +137,11 @@ def _enhanced_ct(path: Path) -> Path:
     ds.Rows, ds.Columns, ds.NumberOfFrames = 8, 8, 2
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.SharedFunctionalGroupsSequence = [item(
-        PixelMeasuresSequence=[item(PixelSpacing=[0.5, 0.5], SliceThickness=2.5)],
-        PlaneOrientationSequence=[item(ImageOrientationPatient=[1, 0, 0, 0, 0, -1])],  # coronal
-        PixelValueTransformationSequence=[item(RescaleIntercept=-1024, RescaleSlope=1, RescaleType="HU")])]
-    ds.PerFrameFunctionalGroupsSequence = [item(PlanePositionSequence=[item(ImagePositionPatient=[0, y, 0])])
+    ds.SharedFunctionalGroupsSequence = [dataset(
+        PixelMeasuresSequence=[dataset(PixelSpacing=[0.5, 0.5], SliceThickness=2.5)],
+        PlaneOrientationSequence=[dataset(ImageOrientationPatient=[1, 0, 0, 0, 0, -1])],  # coronal
+        PixelValueTransformationSequence=[dataset(RescaleIntercept=-1024, RescaleSlope=1, RescaleType="HU")])]
+    ds.PerFrameFunctionalGroupsSequence = [dataset(PlanePositionSequence=[dataset(ImagePositionPatient=[0, y, 0])])
                                            for y in (10.0, 12.5)]
     ds.PixelData = np.zeros((2, 8, 8), np.uint16).tobytes()
     ds.save_as(path, enforce_file_format=True)
