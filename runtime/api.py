@@ -24,6 +24,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,6 +32,11 @@ from medfuse.runtime.errors import MedfuseError
 from medfuse.runtime.fuse import Fuser, fuse_volume_images, fused_image
 from medfuse.runtime.image import MedicalImage
 from medfuse.runtime.preprocess import PreparedPair, PreprocessConfig
+
+if TYPE_CHECKING:
+    from medfuse.runtime.backends.base import Runner
+    from medfuse.runtime.model_dir import ModelDir
+    from medfuse.runtime.selection import Choice
 
 log = logging.getLogger("medfuse")
 
@@ -43,11 +49,11 @@ ImageLike = str | os.PathLike | MedicalImage | np.ndarray
 class LoadedModel:
     """An activated runner and what goes with it: why this backend, its preprocessing and pair."""
 
-    choice: object  # selection.Choice: backend, precision, artifact, reason
-    runner: object  # backends.base.Runner, activated
+    choice: Choice  # backend, precision, artifact, reason
+    runner: Runner  # activated
     preprocess: PreprocessConfig
     modality_pair: str
-    folder: object  # model_dir.ModelDir
+    folder: ModelDir
 
 
 def load_model(model: str | os.PathLike | None = None, backend: str = "auto", precision: str = "auto", *,
@@ -118,7 +124,7 @@ def _from_array(a: np.ndarray, name: str, *, volume: bool | None = None, modalit
         raise MedfuseError(f"the {name} must hold real numbers (uint8, integers or floats), not {kind}")
     if isinstance(a, np.ma.MaskedArray):  # numpy's statistics would skip the masked pixels, OpenCV would not
         raise MedfuseError(f"the {name} is a masked array; fill it first (array.filled(background value))")
-    is_volume = a.ndim == 3 and a.shape[-1] != 3 if volume is None else volume
+    is_volume = (a.ndim == 3 and a.shape[-1] != 3) if volume is None else volume  # (H, W, 3) is RGB
     shapes = {True: "(D, H, W)", False: "(H, W) or (H, W, 3)"}
     fits = a.ndim == 3 if is_volume else (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3))
     if not fits or min(a.shape) == 0:

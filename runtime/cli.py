@@ -7,7 +7,6 @@ OpenCV and the engine libraries load when a command runs. Human messages go to s
 
 from __future__ import annotations
 
-import math
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from medfuse.runtime.errors import MedfuseError
-from medfuse.runtime.model_dir import MANIFEST, PLAN, ModelDir, preprocess_config, read_onnx_metadata
+from medfuse.runtime.model_dir import (MANIFEST, PLAN, ModelDir, modality_pair, preprocess_config,
+                                       read_onnx_metadata)
 
 # sha256 states of an artifact
 INTACT, DIFFERS, MISSING, UNRECORDED, UNCHECKED = "intact", "differs", "missing", "not recorded", "not checked"
@@ -129,7 +130,6 @@ def _configs(model: ModelDir, artifacts: list[ArtifactReport]) -> tuple[str, dic
     """Modality pair and preprocessing as medfuse-run reads them: the model's own metadata (the
     first intact ONNX file's, else the engine sidecar's), else manifest.json."""
     from medfuse.runtime.backends.tensorrt_backend import PlanInfo
-    from medfuse.runtime.model_dir import modality_pair
 
     damaged = {a.file for a in artifacts if a.sha256 in (DIFFERS, MISSING)}
     readable = [p for p in model.onnx.values() if p.name not in damaged]

@@ -64,13 +64,12 @@ def _plan(req: Request) -> tuple[str, inputs.Matching | None]:
 
 
 def _load(req: Request, mode: str, say):
-    """Model folder -> (choice, active runner, preprocessing config, modality pair, model folder)."""
+    """The model folder's active runner, with its choice, preprocessing and modality pair (api.LoadedModel)."""
     from medfuse.runtime.api import load_model
 
     # pipelined modes share the cores with decoding and writing: no spinning
-    loaded = load_model(req.model, req.backend, req.precision, threads=req.threads, window=req.window,
-                        clahe=req.clahe, spin=mode == "pair", say=say, label="--model")
-    return loaded.choice, loaded.runner, loaded.preprocess, loaded.modality_pair, loaded.folder
+    return load_model(req.model, req.backend, req.precision, threads=req.threads, window=req.window,
+                      clahe=req.clahe, spin=mode == "pair", say=say, label="--model")
 
 
 def execute(req: Request) -> dict:
@@ -81,24 +80,23 @@ def execute(req: Request) -> dict:
 
     started = time.perf_counter()
     mode, matching = _plan(req)
-    choice, runner, cfg, pair, model = _load(req, mode, say)
+    model = _load(req, mode, say)
     loaded = time.perf_counter()
-    threads = getattr(runner, "threads", None)  # ONNX Runtime's intra-op threads; TensorRT has none
     try:
-        outcomes = _work(req, mode, matching, runner, cfg, pair, console)
+        outcomes = _work(req, mode, matching, model, console)
     finally:
-        runner.close()
+        model.runner.close()
     done = time.perf_counter()
-    summary = _summary(req, mode, matching, choice, cfg, pair, model, threads, outcomes,
+    summary = _summary(req, mode, matching, model, outcomes,
                        {"load_model": loaded - started, "fuse": done - loaded, "total": done - started})
     _report(summary, console, req.json_output)
     return summary
 
 
-def _work(req: Request, mode: str, matching, runner, cfg, pair: str, console) -> list:
+def _work(req: Request, mode: str, matching, model, console) -> list:
     from medfuse.runtime.fuse import Fuser, PairOptions, fuse_folder, fuse_pair, fuse_volume
 
-    fuser = Fuser(runner, cfg, req.batch_size, pair)
+    fuser = Fuser(model.runner, model.preprocess, req.batch_size, model.modality_pair)
     options = PairOptions(req.slice_index, req.side_by_side, req.metrics)
     if mode == "pair":
         job = inputs.PairJob(req.output.stem, req.ct, req.mri, req.output)
@@ -112,19 +110,20 @@ def _work(req: Request, mode: str, matching, runner, cfg, pair: str, console) ->
         return [fuse_volume(fuser, req.ct, req.mri, req.output, options, req.workers, advance, set_total)]
 
 
-def _summary(req, mode, matching, choice, cfg, pair, model, threads, outcomes, seconds) -> dict:
+def _summary(req, mode, matching, model, outcomes, seconds) -> dict:
     ok = [o for o in outcomes if o.ok]
     failed = [o for o in outcomes if not o.ok]
+    choice = model.choice
     summary = {
         "mode": mode,
-        "model": str(model.root),
+        "model": str(model.folder.root),
         "backend": choice.backend,
         "precision": choice.precision,
         "artifact": choice.artifact,
         "reason": choice.reason,
-        "modality_pair": pair,
-        "threads": threads,
-        "preprocess": cfg.to_dict(),
+        "modality_pair": model.modality_pair,
+        "threads": getattr(model.runner, "threads", None),  # ONNX Runtime's intra-op threads; TensorRT has none
+        "preprocess": model.preprocess.to_dict(),
         "counts": {"total": len(outcomes), "ok": len(ok), "failed": len(failed)},
         "outputs": [o.to_dict() for o in ok],
         "failures": [o.to_dict() for o in failed],
