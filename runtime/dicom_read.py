@@ -15,6 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut
 
+from .dicom_frames import frame_count, frame_positions, group_item, plane_value
 from .errors import MedfuseError
 from .image import MedicalImage
 
@@ -57,18 +58,6 @@ def _decode(ds: Dataset, path: Path) -> np.ndarray:
         raise MedfuseError(f"its DICOM pixel data cannot be decoded{hint}: {err}", path) from err
 
 
-def group_item(ds: Dataset, sequence: str, frame: int | None = None) -> Dataset | None:
-    """An enhanced (multi-frame) file's functional group item: the frame's own, else the shared
-    one (PS3.3 C.7.6.16); None for classic files."""
-    for groups, index in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
-        if index is None or groups not in ds or len(ds[groups].value) <= index:
-            continue
-        item = ds[groups].value[index]
-        if sequence in item and item[sequence].value:
-            return item[sequence].value[0]
-    return None
-
-
 def _rescale(ds: Dataset, frame: int | None = None) -> Dataset:
     """Where RescaleSlope/Intercept/Type live: the top level, or the Pixel Value Transformation
     functional group of an enhanced file."""
@@ -98,7 +87,7 @@ def _to_values(raw: np.ndarray, ds: Dataset) -> np.ndarray:
     quantitative = _is_hu(ds) or ds.get("Modality") == "PT"  # HU and activity keep their meaning
     if ds.get("PhotometricInterpretation") == "MONOCHROME1" and not quantitative:
         raw = _invert_monochrome1(raw, ds)
-    if _frames(ds) > 1 and _rescale(ds) is not ds:  # enhanced: each frame through its own group's LUT
+    if frame_count(ds) > 1 and _rescale(ds) is not ds:  # enhanced: each frame through its own group's LUT
         return np.stack([apply_modality_lut(frame, _rescale(ds, i)) for i, frame in enumerate(raw)]).astype(np.float32)
     return apply_modality_lut(raw, _rescale(ds)).astype(np.float32)
 
@@ -125,26 +114,35 @@ def _image(path: Path, ds: Dataset, pixels: np.ndarray, datasets: list[Dataset],
     )
 
 
-def _frames(ds: Dataset) -> int:
-    return int(ds.get("NumberOfFrames", 1) or 1)
-
-
 def read_dicom_file(path: Path, *, slice_index: int | None = None, volume: bool = False) -> MedicalImage:
     """One DICOM file: a 2D image, or for a multi-frame file one frame (or all with volume=True)."""
     ds = load_dataset(path, force=path.suffix.lower() == ".dcm")
     values = _to_values(_decode(ds, path), ds)
     spacing = _pixel_spacing(ds)
-    if _frames(ds) == 1:
+    if frame_count(ds) == 1:
         if volume:
             raise MedfuseError("is a single 2D DICOM image, not a volume; give the series folder instead", path)
         if slice_index not in (None, 0):
             raise MedfuseError(f"is a single 2D DICOM image; it has no slice {slice_index}", path)
         return _image(path, ds, values, [ds], spacing=spacing)
     if volume:
-        thickness = float(ds.get("SpacingBetweenSlices", ds.get("SliceThickness", 1.0)) or 1.0)
-        return _image(path, ds, values, [ds], spacing=(thickness, *spacing) if spacing else None, is_volume=True)
+        step = _frame_spacing(ds)
+        return _image(path, ds, values, [ds], spacing=(step, *spacing) if spacing else None, is_volume=True)
     index = _check_index(path, slice_index, len(values))
     return _image(path, ds, values[index], [ds], spacing=spacing, slice_index=index)
+
+
+def _frame_spacing(ds: Dataset) -> float:
+    """Distance between the frames of a multi-frame volume: from the frames' positions when each
+    has one, else SpacingBetweenSlices, else SliceThickness (shared group or top level), else 1."""
+    positions = frame_positions(ds)
+    if positions is not None and len(set(np.round(positions, 4))) == len(positions):
+        return float(np.median(np.abs(np.diff(positions))))
+    for key in ("SpacingBetweenSlices", "SliceThickness"):
+        value = plane_value(ds, 0, key)
+        if value not in (None, "") and float(value) > 0:
+            return float(value)
+    return 1.0
 
 
 def _check_index(path: Path, slice_index: int | None, depth: int) -> int:

@@ -27,7 +27,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from .atomic import atomic_output
-from .dicom_read import group_item
+from .dicom_frames import plane_value, slice_source
 from .errors import MedfuseError
 from .image import MedicalImage
 
@@ -110,12 +110,9 @@ def _reference_item(source: _Source) -> Dataset:
 def _source_datasets(images: Sequence[MedicalImage | None], index: int) -> list[_Source]:
     found = []
     for image in images:
-        if image is not None and image.datasets:
-            ds = image.datasets[min(index, len(image.datasets) - 1)]
-            if "SOPInstanceUID" in ds and "SOPClassUID" in ds:
-                multi = int(ds.get("NumberOfFrames", 1) or 1) > 1
-                frame = (index if image.is_volume else image.slice_index or 0) if multi else None
-                found.append(_Source(ds, frame))
+        source = slice_source(image, index) if image is not None else None
+        if source is not None and "SOPInstanceUID" in source[0] and "SOPClassUID" in source[0]:
+            found.append(_Source(*source))
     return found
 
 
@@ -159,23 +156,14 @@ def _patient_orientation(ct: Dataset | None) -> list[str] | str:
         return ""
     if "PatientOrientation" in ct.ds and ct.ds.PatientOrientation:
         return ct.ds.PatientOrientation
-    cosines = _plane_value(ct, "PlaneOrientationSequence", "ImageOrientationPatient")
+    cosines = _plane_value(ct, "ImageOrientationPatient")
     if not cosines or len(cosines) != 6:
         return ""
     return [_axis_letters(cosines[:3]), _axis_letters(cosines[3:])]
 
 
-def _plane_value(source: _Source, group: str, key: str):
-    """An Image Plane attribute of a source slice: for one frame of a multi-frame file its own
-    (or the shared) functional group item first, since a top-level value some vendors add there
-    holds for one frame at most; else the top level (classic files); None when absent."""
-    item = group_item(source.ds, group, source.frame) if source.frame is not None else None
-    if item is not None and item.get(key) not in (None, ""):
-        return item.get(key)
-    if key in source.ds and source.ds[key].value not in (None, ""):
-        return source.ds[key].value
-    item = group_item(source.ds, group)
-    return item.get(key) if item is not None else None
+def _plane_value(source: _Source, key: str):
+    return plane_value(source.ds, source.frame, key)
 
 
 def _plane(ds: Dataset, ct: _Source | None) -> None:
@@ -183,14 +171,14 @@ def _plane(ds: Dataset, ct: _Source | None) -> None:
     if ct is None:
         return
     frame_of_reference = ct.ds.get("FrameOfReferenceUID")
-    orientation = _plane_value(ct, "PlaneOrientationSequence", "ImageOrientationPatient")
-    position = _plane_value(ct, "PlanePositionSequence", "ImagePositionPatient")
+    orientation = _plane_value(ct, "ImageOrientationPatient")
+    position = _plane_value(ct, "ImagePositionPatient")
     if not frame_of_reference or not orientation or not position:
         return
     ds.FrameOfReferenceUID = frame_of_reference
     ds.PositionReferenceIndicator = ct.ds.get("PositionReferenceIndicator", "")
     ds.ImageOrientationPatient, ds.ImagePositionPatient = orientation, position
-    thickness = _plane_value(ct, "PixelMeasuresSequence", "SliceThickness")
+    thickness = _plane_value(ct, "SliceThickness")
     if thickness not in (None, ""):
         ds.SliceThickness = thickness
 
@@ -201,7 +189,7 @@ def _image(ds: Dataset, ct: _Source | None, instance_number: int, modality_pair:
     ds.ImageType = ["DERIVED", "SECONDARY"]
     ds.DerivationDescription = f"{_pair_label(modality_pair)} image fusion by medfuse"
     ds.BurnedInAnnotation = "NO"
-    spacing = _plane_value(ct, "PixelMeasuresSequence", "PixelSpacing") if ct is not None else None
+    spacing = _plane_value(ct, "PixelSpacing") if ct is not None else None
     if spacing:
         ds.PixelSpacing = spacing  # the fused image is on the CT's pixel grid
     _plane(ds, ct)

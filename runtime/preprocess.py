@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, fields
 import cv2
 import numpy as np
 
+from .dicom_frames import slice_plane
 from .errors import MedfuseError
 from .image import MedicalImage
 from .letterbox import Letterbox, letterbox
@@ -224,8 +225,8 @@ def check_pair_geometry(ct: MedicalImage, mri: MedicalImage) -> None:
         same_slice = (ct.slice_axis, ct.slice_index) == (mri.slice_axis, mri.slice_index)
         if not same_slice or not np.allclose(ct.affine, mri.affine, atol=1e-3):
             raise _pair_error(ct, mri, "differ in NIfTI geometry (affine or slice)")
-    orientation = [_orientation(img) for img in (ct, mri)]
-    if all(o is not None for o in orientation) and not np.allclose(orientation[0], orientation[1], atol=1e-3):
+    planes = [slice_plane(img) for img in (ct, mri)]
+    if all(planes) and not np.allclose(planes[0].orientation, planes[1].orientation, atol=1e-3):
         raise _pair_error(ct, mri, "differ in DICOM ImageOrientationPatient")
     check_same_patient_and_slice(ct, mri)
 
@@ -240,14 +241,14 @@ def check_same_patient_and_slice(ct: MedicalImage, mri: MedicalImage) -> None:
     if all(ids) and ids[0] != ids[1]:
         raise MedfuseError(f"CT {ct.path} and MRI {mri.path} belong to different patients "
                            f"(PatientID {ids[0]!r} and {ids[1]!r})")
-    frame, row_col = a.get("FrameOfReferenceUID"), _orientation(ct)
-    if not frame or frame != b.get("FrameOfReferenceUID") or row_col is None:
+    frame = a.get("FrameOfReferenceUID")
+    if not frame or frame != b.get("FrameOfReferenceUID"):
         return  # positions in different frames of reference are not comparable
-    if "ImagePositionPatient" not in a or "ImagePositionPatient" not in b:
+    planes = [slice_plane(img) for img in (ct, mri)]  # an enhanced file's from the slice's frame
+    if not all(planes) or planes[0].position is None or planes[1].position is None:
         return
-    normal = np.cross(row_col[:3], row_col[3:])
-    along = [float(np.dot(np.asarray(ds.ImagePositionPatient, float), normal)) for ds in (a, b)]
-    thickness = float(a.get("SliceThickness", 0) or 0)
+    along = [float(np.dot(plane.position, planes[0].normal)) for plane in planes]
+    thickness = planes[0].thickness or 0.0
     if abs(along[0] - along[1]) > max(0.5 * thickness, 0.1):
         raise _pair_error(ct, mri, f"are different slices ({along[0]:.1f} and {along[1]:.1f} mm along the "
                                    "slice normal, one frame of reference)")
@@ -270,12 +271,6 @@ def check_pair_modalities(first: MedicalImage, mri: MedicalImage, modality_pair:
         if found in KNOWN_MODALITIES and found not in allowed:
             raise MedfuseError(f"is a {found} image (DICOM Modality) but was given as the {role} input of a "
                                f"{modality_pair} model (arguments swapped?)", img.path)
-
-
-def _orientation(img: MedicalImage) -> np.ndarray | None:
-    if not img.datasets or "ImageOrientationPatient" not in img.datasets[0]:
-        return None
-    return np.asarray(img.datasets[0].ImageOrientationPatient, dtype=np.float64)
 
 
 def _first_to_unit(img: MedicalImage, cfg: PreprocessConfig, modality_pair: str,

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from .atomic import atomic_output
+from .dicom_frames import SlicePlane, slice_plane
 from .errors import MedfuseError
 from .image import MedicalImage
 
@@ -84,19 +85,30 @@ def _slice_shift(axis: int, index: int) -> np.ndarray:
 
 
 def _dicom_affine(reference: MedicalImage) -> np.ndarray | None:
-    """RAS affine for voxel order (row, col, slice) from the first DICOM slice's plane."""
-    ds = reference.datasets[0] if reference.datasets else None
-    if ds is None or "ImageOrientationPatient" not in ds or "ImagePositionPatient" not in ds:
+    """RAS affine for voxel order (row, col, slice) from the plane of the first slice (a classic
+    series' first file, an enhanced file's first frame)."""
+    plane = slice_plane(reference)
+    if plane is None or plane.position is None or not reference.spacing:
         return None
-    iop = np.asarray(ds.ImageOrientationPatient, dtype=np.float64)
-    row_dir, col_dir = iop[:3], iop[3:]
-    d_row, d_col = (float(v) for v in ds.PixelSpacing)
-    d_slice = reference.spacing[0] if reference.is_volume and reference.spacing else 1.0
+    d_row, d_col = reference.spacing[-2:]
+    row_dir, col_dir = plane.orientation[:3], plane.orientation[3:]
     lps = np.eye(4)
     lps[:3, 0], lps[:3, 1] = col_dir * d_row, row_dir * d_col  # row index moves along the column direction
-    lps[:3, 2] = np.cross(row_dir, col_dir) * d_slice
-    lps[:3, 3] = np.asarray(ds.ImagePositionPatient, dtype=np.float64)
+    lps[:3, 2] = plane.normal * _slice_step(reference, plane)
+    lps[:3, 3] = plane.position
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # LPS -> RAS, nibabel's convention
+
+
+def _slice_step(reference: MedicalImage, first: SlicePlane) -> float:
+    """Signed mm from one slice to the next along the normal: a series is read in position order,
+    but an enhanced file's frames may be stored head first or feet first."""
+    if not reference.is_volume or not reference.spacing or len(reference.spacing) != 3:
+        return 1.0
+    last = slice_plane(reference, reference.depth - 1)
+    if last is None or last.position is None:
+        return reference.spacing[0]
+    backwards = np.dot(last.position - first.position, first.normal) < 0
+    return -reference.spacing[0] if backwards else reference.spacing[0]
 
 
 def _spacing_affine(reference: MedicalImage | None) -> np.ndarray:

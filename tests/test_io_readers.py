@@ -12,7 +12,7 @@ import pydicom
 import pydicom.data
 import pytest
 
-from dicom_check import dataset
+from dicom_check import dataset, enhanced_image
 from medfuse.runtime.io import read_image, read_volume
 
 NIBABEL_DATA = Path(nibabel.__file__).parent / "tests" / "data"
@@ -186,3 +186,10 @@ def test_enhanced_ct_with_rescale_only_per_frame_is_hu():
         frames.append(group)
     ds = _gray_dataset(Modality="CT", NumberOfFrames=2, PerFrameFunctionalGroupsSequence=frames)
     assert _is_hu(ds)
+
+
+def test_enhanced_volume_slice_spacing_falls_back_to_its_functional_groups(tmp_path):
+    """Frames at one position (a cine, a repeat) give no spacing; then the shared group's
+    SliceThickness holds, not a default of 1 mm."""
+    volume = read_volume(enhanced_image(tmp_path / "cine.dcm", positions=(10.0, 10.0), thickness=2.5))
+    assert volume.spacing == pytest.approx((2.5, 0.5, 0.5))

@@ -9,7 +9,7 @@ import numpy as np
 import pydicom
 import pydicom.data
 import pytest
-from dicom_check import dataset, dciodvfy_errors
+from dicom_check import dciodvfy_errors, enhanced_image
 
 from medfuse.runtime.io import (
     read_image,
@@ -122,34 +122,8 @@ def test_fused_series_carries_the_ct_plane_geometry(phantom_dicom_dir, tmp_path)
     assert [pydicom.dcmread(f).InstanceNumber for f in sorted(folder.iterdir())] == [1, 2, 3]
 
 
-def _enhanced_ct(path: Path) -> Path:
-    """A two-frame enhanced CT whose plane geometry lives only in functional groups (PS3.3 C.7.6.16)."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = pydicom.uid.EnhancedCTImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
-    ds.Modality, ds.PatientID, ds.StudyInstanceUID = "CT", "P1", generate_uid()
-    ds.SeriesInstanceUID, ds.FrameOfReferenceUID = generate_uid(), generate_uid()
-    ds.Rows, ds.Columns, ds.NumberOfFrames = 8, 8, 2
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.SharedFunctionalGroupsSequence = [dataset(
-        PixelMeasuresSequence=[dataset(PixelSpacing=[0.5, 0.5], SliceThickness=2.5)],
-        PlaneOrientationSequence=[dataset(ImageOrientationPatient=[1, 0, 0, 0, 0, -1])],  # coronal
-        PixelValueTransformationSequence=[dataset(RescaleIntercept=-1024, RescaleSlope=1, RescaleType="HU")])]
-    ds.PerFrameFunctionalGroupsSequence = [dataset(PlanePositionSequence=[dataset(ImagePositionPatient=[0, y, 0])])
-                                           for y in (10.0, 12.5)]
-    ds.PixelData = np.zeros((2, 8, 8), np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 def test_fused_slices_of_an_enhanced_ct_take_each_frame_position(tmp_path):
-    source = read_volume(_enhanced_ct(tmp_path / "enhanced.dcm"))
+    source = read_volume(enhanced_image(tmp_path / "enhanced.dcm"))
     folder = write_dicom_series(tmp_path / "fused", np.zeros((2, 8, 8, 3), np.uint8), source)
     headers = [pydicom.dcmread(f) for f in sorted(folder.iterdir())]
     assert [list(map(float, ds.ImagePositionPatient)) for ds in headers] == [[0, 10, 0], [0, 12.5, 0]]
@@ -163,13 +137,32 @@ def test_fused_slices_of_an_enhanced_ct_take_each_frame_position(tmp_path):
 
 def test_frame_positions_win_over_a_top_level_position(tmp_path):
     """Some vendors add a top-level ImagePositionPatient to enhanced files; it holds for one frame at most."""
-    path = _enhanced_ct(tmp_path / "enhanced.dcm")
+    path = enhanced_image(tmp_path / "enhanced.dcm")
     ds = pydicom.dcmread(path)
     ds.ImagePositionPatient, ds.ImageOrientationPatient = [0, 10, 0], [1, 0, 0, 0, 0, -1]
     ds.save_as(path)
     folder = write_dicom_series(tmp_path / "fused", np.zeros((2, 8, 8, 3), np.uint8), read_volume(path))
     positions = [list(map(float, pydicom.dcmread(f).ImagePositionPatient)) for f in sorted(folder.iterdir())]
     assert positions == [[0, 10, 0], [0, 12.5, 0]]
+
+
+@pytest.mark.parametrize("positions", [(10.0, 13.0, 16.0), (16.0, 13.0, 10.0)], ids=["ascending", "descending"])
+def test_nifti_from_an_enhanced_ct_is_placed_by_its_frames(tmp_path, positions):
+    """An enhanced CT keeps its plane in functional groups, and may store its frames either way
+    along the normal: each NIfTI slice must land on its own frame's position."""
+    source = read_volume(enhanced_image(tmp_path / "enhanced.dcm", positions=positions, thickness=2.5))
+    assert source.spacing == pytest.approx((3.0, 0.5, 0.5))  # between the frames, not SliceThickness
+    affine = nibabel.load(write_nifti(tmp_path / "ct.nii.gz", source.pixels, source)).affine
+    for k, y in enumerate(positions):
+        assert affine @ [0, 0, k, 1] == pytest.approx([0, -y, 0, 1])  # LPS (0, y, 0) in RAS
+    # coronal: a column step goes along the patient's left (RAS -x), a row step to the feet (-z)
+    assert affine @ [1, 2, 0, 0] == pytest.approx([-1.0, 0, -0.5, 0])
+
+
+def test_nifti_of_one_enhanced_frame_lies_at_that_frame(tmp_path):
+    source = read_image(enhanced_image(tmp_path / "enhanced.dcm"), slice_index=1)
+    affine = nibabel.load(write_nifti(tmp_path / "frame.nii", source.pixels, source)).affine
+    assert affine[:3, 3] == pytest.approx([0, -12.5, 0])
 
 
 def test_fused_pixels_off_the_reference_grid_are_refused(phantom_dicom_dir, tmp_path):

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pydicom.data
 import pytest
+from dicom_check import enhanced_image
 
 from medfuse.runtime.errors import MedfuseError
 from medfuse.runtime.image import MedicalImage
@@ -168,6 +169,21 @@ def test_phantom_dicom_pair_prepares(phantom_dicom_dir):
     mri = read_image(phantom_dicom_dir / "MRI" / "01", slice_index=1)
     pair = prepare_pair(ct, mri, CFG)
     assert ct.is_hu and pair.ct.max() == pytest.approx(1.0) and pair.mri.max() == pytest.approx(1.0)
+
+
+def test_enhanced_pairs_are_checked_by_each_frame_position(tmp_path):
+    """Enhanced CT and MR keep orientation and position per frame in functional groups, not at the
+    top level: the pair check reads them there, so two different frames are refused."""
+    frame_of_reference = pydicom.uid.generate_uid()
+    ct = enhanced_image(tmp_path / "ct.dcm", frame_of_reference=frame_of_reference)
+    mri = enhanced_image(tmp_path / "mri.dcm", modality="MR", frame_of_reference=frame_of_reference)
+    prepare_pair(read_image(ct, slice_index=1), read_image(mri, slice_index=1), CFG)
+    with pytest.raises(MedfuseError, match=r"different slices \(10.0 and 12.5 mm"):
+        prepare_pair(read_image(ct, slice_index=0), read_image(mri, slice_index=1), CFG)
+    axial = enhanced_image(tmp_path / "axial.dcm", modality="MR", frame_of_reference=frame_of_reference,
+                           orientation=(1, 0, 0, 0, 1, 0))
+    with pytest.raises(MedfuseError, match="differ in DICOM ImageOrientationPatient"):
+        prepare_pair(read_image(ct, slice_index=1), read_image(axial, slice_index=1), CFG)
 
 
 @pytest.mark.shared_data

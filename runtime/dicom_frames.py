@@ -1,0 +1,115 @@
+"""Per-slice DICOM attributes wherever a file keeps them, and where a slice lies in the patient.
+
+A classic file keeps Image Plane attributes (orientation, position, thickness, spacing) and the
+rescale at the top level. An enhanced multi-frame file keeps them in functional groups, each
+frame's own or one shared by all (PS3.3 C.7.6.16); a top-level value some vendors add there holds
+for one frame at most. The readers, the pair check, the NIfTI affine and the fused DICOM's
+geometry all read through this module, so a slice is placed the same way everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+    from .image import MedicalImage
+
+# The functional group that holds each Image Plane attribute in an enhanced file.
+PLANE_GROUPS = {
+    "ImageOrientationPatient": "PlaneOrientationSequence",
+    "ImagePositionPatient": "PlanePositionSequence",
+    "SliceThickness": "PixelMeasuresSequence",
+    "SpacingBetweenSlices": "PixelMeasuresSequence",
+    "PixelSpacing": "PixelMeasuresSequence",
+}
+
+
+def group_item(ds: Dataset, sequence: str, frame: int | None = None) -> Dataset | None:
+    """An enhanced (multi-frame) file's functional group item: the frame's own, else the shared
+    one (PS3.3 C.7.6.16); None for classic files."""
+    for groups, index in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
+        if index is None or groups not in ds or len(ds[groups].value) <= index:
+            continue
+        item = ds[groups].value[index]
+        if sequence in item and item[sequence].value:
+            return item[sequence].value[0]
+    return None
+
+
+def frame_count(ds: Dataset) -> int:
+    return int(ds.get("NumberOfFrames", 1) or 1)
+
+
+def plane_value(ds: Dataset, frame: int | None, key: str) -> Any:
+    """An Image Plane attribute (a key of PLANE_GROUPS) of one frame (None: a classic file): the
+    frame's own or the shared functional group first, then the top level; None when absent."""
+    group = PLANE_GROUPS[key]
+    item = group_item(ds, group, frame) if frame is not None else None
+    if item is not None and item.get(key) not in (None, ""):
+        return item.get(key)
+    if key in ds and ds[key].value not in (None, ""):
+        return ds[key].value
+    item = group_item(ds, group)
+    return item.get(key) if item is not None else None
+
+
+def slice_source(image: MedicalImage, index: int = 0) -> tuple[Dataset, int | None] | None:
+    """The header of slice `index` of a volume (of the image itself when 2D) and, for a
+    multi-frame file, its frame (0-based); None when the image has no DICOM header."""
+    if not image.datasets:
+        return None
+    ds = image.datasets[min(index, len(image.datasets) - 1)]
+    if frame_count(ds) == 1:
+        return ds, None
+    return ds, (index if image.is_volume else image.slice_index or 0)
+
+
+@dataclass(frozen=True)
+class SlicePlane:
+    """Where one slice lies in the patient (LPS, mm)."""
+
+    orientation: np.ndarray  # (6,) direction cosines of a row, then of a column
+    position: np.ndarray | None  # (3,) centre of the first pixel
+    thickness: float | None  # SliceThickness, mm
+
+    @property
+    def normal(self) -> np.ndarray:
+        return np.cross(self.orientation[:3], self.orientation[3:])
+
+
+def _floats(value: Any, count: int) -> np.ndarray | None:
+    try:
+        array = np.asarray([float(v) for v in value], dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return array if array.shape == (count,) and np.isfinite(array).all() else None
+
+
+def slice_plane(image: MedicalImage, index: int = 0) -> SlicePlane | None:
+    """The plane of slice `index` (of the image when 2D); None without a usable orientation."""
+    source = slice_source(image, index)
+    if source is None:
+        return None
+    orientation = _floats(plane_value(*source, "ImageOrientationPatient") or (), 6)
+    if orientation is None:
+        return None
+    position = _floats(plane_value(*source, "ImagePositionPatient") or (), 3)
+    thickness = plane_value(*source, "SliceThickness")
+    return SlicePlane(orientation, position, float(thickness) if thickness not in (None, "") else None)
+
+
+def frame_positions(ds: Dataset) -> list[float] | None:
+    """Each frame's position along the slice normal in an enhanced file, or None when any is missing."""
+    orientation = _floats(plane_value(ds, 0, "ImageOrientationPatient") or (), 6)
+    if orientation is None:
+        return None
+    normal = np.cross(orientation[:3], orientation[3:])
+    positions = [_floats(plane_value(ds, i, "ImagePositionPatient") or (), 3) for i in range(frame_count(ds))]
+    if any(p is None for p in positions):
+        return None
+    return [float(np.dot(normal, p)) for p in positions]
