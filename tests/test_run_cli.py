@@ -18,7 +18,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from dicom_check import dciodvfy_errors
+from dicom_check import dciodvfy_errors, enhanced_image
 from medfuse.runtime import io
 from medfuse.runtime.cli import main
 from medfuse.runtime.preprocess import PreprocessConfig, prepare_pair, to_uint8_image
@@ -500,3 +500,21 @@ def test_dicom_slices_of_two_patients_or_two_positions_are_refused(capsys, tmp_p
                                "--model", model)
     _one_line_error(code, err, "different slices")
     assert not (tmp_path / "a.png").exists() and not (tmp_path / "b.png").exists()
+
+
+def test_enhanced_volumes_are_paired_and_placed_by_their_frames(capsys, tmp_path, model):
+    """Two enhanced multi-frame files fuse frame by frame: frames at other positions are refused,
+    and the fused NIfTI lies where the CT's frames do (stored feet first here)."""
+    frame_of_reference = pydicom.uid.generate_uid()
+    ct = enhanced_image(tmp_path / "ct.dcm", positions=(16.0, 13.0, 10.0), frame_of_reference=frame_of_reference)
+    same = enhanced_image(tmp_path / "mr.dcm", modality="MR", positions=(16.0, 13.0, 10.0),
+                          frame_of_reference=frame_of_reference)
+    reversed_ = enhanced_image(tmp_path / "mr_reversed.dcm", modality="MR", positions=(10.0, 13.0, 16.0),
+                               frame_of_reference=frame_of_reference)
+    code, _, err = medfuse_run(capsys, ct, same, "-o", tmp_path / "fused.nii.gz", "--model", model)
+    assert code == 0, err
+    affine = nib.load(tmp_path / "fused.nii.gz").affine
+    assert [list(affine @ [0, 0, k, 1]) for k in range(3)] == [[0, -y, 0, 1] for y in (16.0, 13.0, 10.0)]
+    code, _, err = medfuse_run(capsys, ct, reversed_, "-o", tmp_path / "bad.nii.gz", "--model", model)
+    _one_line_error(code, err, "different slices (16.0 and 10.0 mm")
+    assert not (tmp_path / "bad.nii.gz").exists()
