@@ -11,7 +11,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch and torchvision first, pinned to the builds these machines hold on local disk
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[cpu,train,export,bench,dev]'
+	$(BIN)/pip install -q -e '.[cpu,dicom-codecs,train,export,bench,dev]'
 	touch $@
 
 venv: $(BIN)/.installed

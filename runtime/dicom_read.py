@@ -13,7 +13,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut
+from pydicom.pixels import apply_modality_lut, get_decoder
 
 from .dicom_frames import frame_count, frame_positions, group_item, plane_value
 from .errors import MedfuseError
@@ -53,9 +53,23 @@ def _decode(ds: Dataset, path: Path) -> np.ndarray:
     try:
         return ds.pixel_array
     except Exception as err:  # pydicom raises many types for undecodable or truncated pixel data
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        hint = " (compressed pixel data may need pylibjpeg or gdcm installed)" if syntax and syntax.is_compressed else ""
-        raise MedfuseError(f"its DICOM pixel data cannot be decoded{hint}: {err}", path) from err
+        raise MedfuseError(_decode_problem(ds, err), path) from err
+
+
+def _decode_problem(ds: Dataset, err: Exception) -> str:
+    """One sentence on why pixel data did not decode. pydicom itself decodes uncompressed, RLE and
+    deflated data only; JPEG, JPEG-LS and JPEG 2000 need a decoder plugin (GDCM: dicom-codecs)."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    what = f"its DICOM pixel data ({syntax.name})" if syntax else "its DICOM pixel data"
+    if syntax and syntax.is_compressed:
+        try:
+            available = get_decoder(syntax).is_available
+        except NotImplementedError:
+            return f"{what} cannot be decoded: pydicom has no decoder for this transfer syntax"
+        if not available:
+            return f"{what} cannot be decoded: no decoder is installed (pip install 'medfuse[dicom-codecs]' adds GDCM)"
+    detail = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
+    return f"{what} cannot be decoded: {detail}"
 
 
 def _rescale(ds: Dataset, frame: int | None = None) -> Dataset:

@@ -24,8 +24,9 @@ DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
     "opencv": ("opencv-python-headless", "opencv-python", "opencv-contrib-python-headless", "opencv-contrib-python"),
     "pydicom": ("pydicom",),
     "nibabel": ("nibabel",),
+    "gdcm": ("python-gdcm",),  # pydicom's decoder for JPEG / JPEG-LS / JPEG 2000 DICOM
 }
-RUNTIME = ("onnxruntime", "tensorrt", "numpy", "opencv", "pydicom", "nibabel")
+RUNTIME = ("onnxruntime", "tensorrt", "numpy", "opencv", "pydicom", "gdcm", "nibabel")
 # The libraries each command's --version names: those its results depend on.
 TOOL_LIBRARIES: dict[str, tuple[str, ...]] = {
     "medfuse-run": RUNTIME,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -193,3 +194,44 @@ def test_enhanced_volume_slice_spacing_falls_back_to_its_functional_groups(tmp_p
     SliceThickness holds, not a default of 1 mm."""
     volume = read_volume(enhanced_image(tmp_path / "cine.dcm", positions=(10.0, 10.0), thickness=2.5))
     assert volume.spacing == pytest.approx((2.5, 0.5, 0.5))
+
+
+def _require_gdcm() -> None:
+    """GDCM comes with the dicom-codecs extra, which `make` installs: skip without it, except in CI."""
+    try:
+        import gdcm  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            pytest.fail("python-gdcm is missing in CI; make installs medfuse[dicom-codecs]")
+        pytest.skip("python-gdcm (pip install 'medfuse[dicom-codecs]') is not installed")
+
+
+@pytest.mark.parametrize("name", ["MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm"])
+def test_compressed_dicom_reads_as_its_uncompressed_original(name):
+    """PACS exports are often compressed; lossless ones must give the stored values back exactly."""
+    if "RLE" not in name:  # pydicom decodes RLE itself
+        _require_gdcm()
+    original = read_image(pydicom.data.get_testdata_file("MR_small.dcm"))
+    compressed = read_image(pydicom.data.get_testdata_file(name))
+    assert np.array_equal(compressed.pixels, original.pixels) and compressed.spacing == original.spacing
+
+
+def test_jpeg2000_ct_arrives_in_hounsfield_units():
+    _require_gdcm()
+    ct = read_image(pydicom.data.get_testdata_file("693_J2KI.dcm"))
+    assert ct.is_hu and ct.pixels.shape == (512, 512) and ct.pixels.min() < -1000 < 0 < ct.pixels.max()
+
+
+def test_undecodable_compressed_dicom_names_its_syntax_and_the_extra(monkeypatch):
+    from types import SimpleNamespace
+
+    from medfuse.runtime import dicom_read
+
+    ds = pydicom.dcmread(pydicom.data.get_testdata_file("MR_small_jpeg_ls_lossless.dcm"))
+    monkeypatch.setattr(dicom_read, "get_decoder", lambda uid: SimpleNamespace(is_available=False))
+    assert dicom_read._decode_problem(ds, RuntimeError("Unable to decompress\n\tgdcm - requires gdcm")) == (
+        "its DICOM pixel data (JPEG-LS Lossless Image Compression) cannot be decoded: no decoder is installed "
+        "(pip install 'medfuse[dicom-codecs]' adds GDCM)")
+    monkeypatch.setattr(dicom_read, "get_decoder", lambda uid: SimpleNamespace(is_available=True))
+    assert dicom_read._decode_problem(ds, ValueError("bad marker\nat byte 9")) == (  # corrupt data: one line
+        "its DICOM pixel data (JPEG-LS Lossless Image Compression) cannot be decoded: bad marker")

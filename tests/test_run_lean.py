@@ -13,6 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pydicom.data
 import pytest
 
 from conftest import REPO_ROOT
@@ -95,4 +96,13 @@ def test_fresh_venv_with_cpu_extra_runs_medfuse_run(tmp_path, lean_model, phanto
                                capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert inspected.returncode == 0, inspected.stderr
     assert json.loads(inspected.stdout)["auto_choice"].startswith("onnxruntime-cpu int8")
+    # without the dicom-codecs extra a JPEG-LS DICOM is refused in one line that names the way out
+    compressed = pydicom.data.get_testdata_file("MR_small_jpeg_ls_lossless.dcm")
+    refused = subprocess.run([str(venv / "bin" / "medfuse-run"), str(phantom_dir / "CT" / "01001.png"), compressed,
+                              "-o", str(tmp_path / "no.png"), "--model", str(lean_model)],
+                             capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert compressed in refused.stderr and "pip install 'medfuse[dicom-codecs]'" in refused.stderr
+    assert "\t" not in refused.stderr  # pydicom's indented list of plugins stays out of the sentence
+    assert not (tmp_path / "no.png").exists()
     print(f"\nlean venv {_size_mb(venv):.0f} MiB")
