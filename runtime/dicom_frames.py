@@ -45,14 +45,21 @@ def frame_count(ds: Dataset) -> int:
     return int(ds.get("NumberOfFrames", 1) or 1)
 
 
+def has_frames(ds: Dataset) -> bool:
+    """A multi-frame file, or an enhanced one (functional groups) even when it holds one frame."""
+    return frame_count(ds) > 1 or "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds
+
+
 def plane_value(ds: Dataset, frame: int | None, key: str) -> Any:
     """An Image Plane attribute (a key of PLANE_GROUPS) of one frame (None: a classic file): the
-    frame's own or the shared functional group first, then the top level; None when absent."""
+    frame's own or the shared functional group first, then the top level; None when absent. A
+    top-level ImagePositionPatient is never taken for a frame after the first: it is one frame's."""
     group = PLANE_GROUPS[key]
     item = group_item(ds, group, frame) if frame is not None else None
     if item is not None and item.get(key) not in (None, ""):
         return item.get(key)
-    if key in ds and ds[key].value not in (None, ""):
+    top_level_holds = not (key == "ImagePositionPatient" and frame is not None and frame > 0)
+    if top_level_holds and key in ds and ds[key].value not in (None, ""):
         return ds[key].value
     item = group_item(ds, group)
     return item.get(key) if item is not None else None
@@ -60,11 +67,11 @@ def plane_value(ds: Dataset, frame: int | None, key: str) -> Any:
 
 def slice_source(image: MedicalImage, index: int = 0) -> tuple[Dataset, int | None] | None:
     """The header of slice `index` of a volume (of the image itself when 2D) and, for a
-    multi-frame file, its frame (0-based); None when the image has no DICOM header."""
+    multi-frame or enhanced file, its frame (0-based); None when the image has no DICOM header."""
     if not image.datasets:
         return None
     ds = image.datasets[min(index, len(image.datasets) - 1)]
-    if frame_count(ds) == 1:
+    if not has_frames(ds):
         return ds, None
     return ds, (index if image.is_volume else image.slice_index or 0)
 
@@ -103,13 +110,12 @@ def slice_plane(image: MedicalImage, index: int = 0) -> SlicePlane | None:
     return SlicePlane(orientation, position, float(thickness) if thickness not in (None, "") else None)
 
 
-def frame_positions(ds: Dataset) -> list[float] | None:
-    """Each frame's position along the slice normal in an enhanced file, or None when any is missing."""
+def frame_positions(ds: Dataset) -> list[float | None] | None:
+    """Each frame's position along the slice normal in a multi-frame file (None for a frame without
+    one), or None without an orientation."""
     orientation = _floats(plane_value(ds, 0, "ImageOrientationPatient") or (), 6)
     if orientation is None:
         return None
     normal = np.cross(orientation[:3], orientation[3:])
     positions = [_floats(plane_value(ds, i, "ImagePositionPatient") or (), 3) for i in range(frame_count(ds))]
-    if any(p is None for p in positions):
-        return None
-    return [float(np.dot(normal, p)) for p in positions]
+    return [None if p is None else float(np.dot(normal, p)) for p in positions]

@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, get_decoder
 
-from .dicom_frames import frame_count, frame_positions, group_item, plane_value
+from .dicom_frames import frame_count, frame_positions, group_item, has_frames, plane_value
 from .errors import MedfuseError
 from .image import MedicalImage
 
@@ -63,13 +63,26 @@ def _decode_problem(ds: Dataset, err: Exception) -> str:
     what = f"its DICOM pixel data ({syntax.name})" if syntax else "its DICOM pixel data"
     if syntax and syntax.is_compressed:
         try:
-            available = get_decoder(syntax).is_available
+            decoder = get_decoder(syntax)
         except NotImplementedError:
             return f"{what} cannot be decoded: pydicom has no decoder for this transfer syntax"
-        if not available:
-            return f"{what} cannot be decoded: no decoder is installed (pip install 'medfuse[dicom-codecs]' adds GDCM)"
-    detail = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
-    return f"{what} cannot be decoded: {detail}"
+        if not decoder.is_available:
+            return f"{what} cannot be decoded: {_missing_decoder(decoder.missing_dependencies)}"
+    return f"{what} cannot be decoded: {_one_line(err)}"
+
+
+def _missing_decoder(missing: list[str]) -> str:
+    if any(plugin.startswith("gdcm") for plugin in missing):
+        return "no decoder is installed (pip install 'medfuse[dicom-codecs]' adds GDCM)"
+    return "no installed decoder supports it; pydicom can use " + "; ".join(missing)
+
+
+def _one_line(err: Exception) -> str:
+    """pydicom lists each plugin's failure on its own indented line: keep them, on one line."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return err.__class__.__name__
+    return lines[0] if len(lines) == 1 else f"{lines[0].rstrip(':')}: {'; '.join(lines[1:])}"
 
 
 def _rescale(ds: Dataset, frame: int | None = None) -> Dataset:
@@ -101,18 +114,16 @@ def _to_values(raw: np.ndarray, ds: Dataset) -> np.ndarray:
     quantitative = _is_hu(ds) or ds.get("Modality") == "PT"  # HU and activity keep their meaning
     if ds.get("PhotometricInterpretation") == "MONOCHROME1" and not quantitative:
         raw = _invert_monochrome1(raw, ds)
-    if frame_count(ds) > 1 and _rescale(ds) is not ds:  # enhanced: each frame through its own group's LUT
+    if frame_count(ds) > 1 and _rescale(ds, 0) is not ds:  # enhanced: each frame through its own group's LUT
         return np.stack([apply_modality_lut(frame, _rescale(ds, i)) for i, frame in enumerate(raw)]).astype(np.float32)
-    return apply_modality_lut(raw, _rescale(ds)).astype(np.float32)
+    return apply_modality_lut(raw, _rescale(ds, 0)).astype(np.float32)  # frame 0: a one-frame enhanced file's
 
 
 def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
-    measures = group_item(ds, "PixelMeasuresSequence")
-    for source in (ds, measures) if measures is not None else (ds,):
-        for key in ("PixelSpacing", "ImagerPixelSpacing"):
-            if key in source and source[key].value:
-                return tuple(float(v) for v in source[key].value)
-    return None
+    """PixelSpacing (an enhanced file's first frame's, from its functional groups), else the
+    detector's ImagerPixelSpacing (projection images)."""
+    value = plane_value(ds, 0 if has_frames(ds) else None, "PixelSpacing") or ds.get("ImagerPixelSpacing")
+    return tuple(float(v) for v in value) if value else None
 
 
 def _image(path: Path, ds: Dataset, pixels: np.ndarray, datasets: list[Dataset], **extra) -> MedicalImage:
@@ -147,11 +158,12 @@ def read_dicom_file(path: Path, *, slice_index: int | None = None, volume: bool 
 
 
 def _frame_spacing(ds: Dataset) -> float:
-    """Distance between the frames of a multi-frame volume: from the frames' positions when each
-    has one, else SpacingBetweenSlices, else SliceThickness (shared group or top level), else 1."""
-    positions = frame_positions(ds)
-    if positions is not None and len(set(np.round(positions, 4))) == len(positions):
-        return float(np.median(np.abs(np.diff(positions))))
+    """Distance between the frames of a multi-frame volume: from the positions of neighbouring
+    frames, else SpacingBetweenSlices, else SliceThickness (functional groups or top level), else 1."""
+    positions = frame_positions(ds) or []
+    steps = [abs(b - a) for a, b in zip(positions, positions[1:]) if a is not None and b is not None]
+    if any(step > 1e-4 for step in steps):
+        return float(np.median([step for step in steps if step > 1e-4]))
     for key in ("SpacingBetweenSlices", "SliceThickness"):
         value = plane_value(ds, 0, key)
         if value not in (None, "") and float(value) > 0:

@@ -27,7 +27,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from .atomic import atomic_output
-from .dicom_frames import plane_value, slice_source
+from .dicom_frames import frame_count, plane_value, slice_source
 from .errors import MedfuseError
 from .image import MedicalImage
 
@@ -102,7 +102,7 @@ def _reference_item(source: _Source) -> Dataset:
     item = Dataset()
     item.ReferencedSOPClassUID = source.ds.SOPClassUID
     item.ReferencedSOPInstanceUID = source.ds.SOPInstanceUID
-    if source.frame is not None:  # Type 1C when one frame of a multi-frame image is meant (PS3.3 10-3)
+    if source.frame is not None and frame_count(source.ds) > 1:  # Type 1C: one frame of several (PS3.3 10-3)
         item.ReferencedFrameNumber = source.frame + 1
     return item
 

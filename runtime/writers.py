@@ -101,14 +101,17 @@ def _dicom_affine(reference: MedicalImage) -> np.ndarray | None:
 
 def _slice_step(reference: MedicalImage, first: SlicePlane) -> float:
     """Signed mm from one slice to the next along the normal: a series is read in position order,
-    but an enhanced file's frames may be stored head first or feet first."""
+    but an enhanced file's frames may be stored head first or feet first. The direction comes from
+    the last slice with a position (a frame may lack its own)."""
     if not reference.is_volume or not reference.spacing or len(reference.spacing) != 3:
         return 1.0
-    last = slice_plane(reference, reference.depth - 1)
-    if last is None or last.position is None:
-        return reference.spacing[0]
-    backwards = np.dot(last.position - first.position, first.normal) < 0
-    return -reference.spacing[0] if backwards else reference.spacing[0]
+    for index in range(reference.depth - 1, 0, -1):
+        plane = slice_plane(reference, index)
+        if plane is not None and plane.position is not None:
+            along = float(np.dot(plane.position - first.position, first.normal))
+            if along:
+                return -reference.spacing[0] if along < 0 else reference.spacing[0]
+    return reference.spacing[0]
 
 
 def _spacing_affine(reference: MedicalImage | None) -> np.ndarray:

@@ -177,7 +177,7 @@ def test_enhanced_ct_takes_hu_and_spacing_from_its_functional_groups():
 def test_enhanced_ct_with_rescale_only_per_frame_is_hu():
     from pydicom.dataset import Dataset
 
-    from medfuse.runtime.dicom_read import _is_hu
+    from medfuse.runtime.dicom_read import _is_hu, _to_values
 
     frames = []
     for intercept in (-1024, -1000):
@@ -187,6 +187,8 @@ def test_enhanced_ct_with_rescale_only_per_frame_is_hu():
         frames.append(group)
     ds = _gray_dataset(Modality="CT", NumberOfFrames=2, PerFrameFunctionalGroupsSequence=frames)
     assert _is_hu(ds)
+    values = _to_values(np.full((2, 1, 1), 1000, np.uint16), ds)
+    assert values[0, 0, 0] == -24 and values[1, 0, 0] == 0  # each frame through its own rescale
 
 
 def test_enhanced_volume_slice_spacing_falls_back_to_its_functional_groups(tmp_path):
@@ -222,16 +224,46 @@ def test_jpeg2000_ct_arrives_in_hounsfield_units():
     assert ct.is_hu and ct.pixels.shape == (512, 512) and ct.pixels.min() < -1000 < 0 < ct.pixels.max()
 
 
-def test_undecodable_compressed_dicom_names_its_syntax_and_the_extra(monkeypatch):
+def test_undecodable_compressed_dicom_is_one_sentence_naming_its_syntax_and_the_way_out(monkeypatch):
     from types import SimpleNamespace
 
     from medfuse.runtime import dicom_read
 
     ds = pydicom.dcmread(pydicom.data.get_testdata_file("MR_small_jpeg_ls_lossless.dcm"))
-    monkeypatch.setattr(dicom_read, "get_decoder", lambda uid: SimpleNamespace(is_available=False))
-    assert dicom_read._decode_problem(ds, RuntimeError("Unable to decompress\n\tgdcm - requires gdcm")) == (
-        "its DICOM pixel data (JPEG-LS Lossless Image Compression) cannot be decoded: no decoder is installed "
-        "(pip install 'medfuse[dicom-codecs]' adds GDCM)")
-    monkeypatch.setattr(dicom_read, "get_decoder", lambda uid: SimpleNamespace(is_available=True))
-    assert dicom_read._decode_problem(ds, ValueError("bad marker\nat byte 9")) == (  # corrupt data: one line
-        "its DICOM pixel data (JPEG-LS Lossless Image Compression) cannot be decoded: bad marker")
+    syntax = "its DICOM pixel data (JPEG-LS Lossless Image Compression) cannot be decoded: "
+
+    def decoder(available, *missing):
+        monkeypatch.setattr(dicom_read, "get_decoder", lambda uid: SimpleNamespace(
+            is_available=available, missing_dependencies=list(missing)))
+
+    decoder(False, "gdcm - requires gdcm>=3.0.10", "pylibjpeg - requires pylibjpeg>=2.0")
+    assert dicom_read._decode_problem(ds, RuntimeError("x")) == (
+        syntax + "no decoder is installed (pip install 'medfuse[dicom-codecs]' adds GDCM)")
+    decoder(False, "pylibjpeg - requires pylibjpeg>=2.0 and pylibjpeg-openjpeg>=2.4")  # e.g. HTJ2K: not GDCM's
+    assert dicom_read._decode_problem(ds, RuntimeError("x")) == (
+        syntax + "no installed decoder supports it; pydicom can use pylibjpeg - requires pylibjpeg>=2.0 and "
+        "pylibjpeg-openjpeg>=2.4")
+    decoder(True)  # a decoder is there and refused the data: its reasons, on one line
+    plugins_failed = RuntimeError("Unable to decode as exceptions were raised by all available plugins:\n"
+                                  "  gdcm: GDCM does not support 'JPEG Extended' for samples with 12-bit precision")
+    assert dicom_read._decode_problem(ds, plugins_failed) == (
+        syntax + "Unable to decode as exceptions were raised by all available plugins: gdcm: GDCM does not "
+        "support 'JPEG Extended' for samples with 12-bit precision")
+    plain = pydicom.dcmread(pydicom.data.get_testdata_file("MR_small.dcm"))
+    assert dicom_read._decode_problem(plain, ValueError("truncated")) == (
+        "its DICOM pixel data (Explicit VR Little Endian) cannot be decoded: truncated")
+
+
+def test_enhanced_geometry_kept_per_frame_or_in_a_one_frame_file(tmp_path):
+    """Some vendors keep Pixel Measures in each frame's group, not the shared one; an enhanced file
+    may hold a single frame. Both are read from the groups like any other enhanced file."""
+    path = enhanced_image(tmp_path / "per_frame.dcm", modality="MR")
+    ds = pydicom.dcmread(path)
+    measures = ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence
+    del ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence
+    for item in ds.PerFrameFunctionalGroupsSequence:
+        item.PixelMeasuresSequence = measures
+    ds.save_as(path)
+    assert read_image(path, slice_index=1).spacing == (0.5, 0.5)
+    one = read_image(enhanced_image(tmp_path / "one.dcm", positions=(10.0,)))
+    assert one.is_hu and one.pixels.min() == -1024 and one.spacing == (0.5, 0.5)

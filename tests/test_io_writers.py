@@ -165,6 +165,19 @@ def test_nifti_of_one_enhanced_frame_lies_at_that_frame(tmp_path):
     assert affine[:3, 3] == pytest.approx([0, -12.5, 0])
 
 
+def test_nifti_of_a_one_frame_enhanced_ct_and_of_frames_missing_a_position(tmp_path):
+    one = read_image(enhanced_image(tmp_path / "one.dcm", positions=(10.0,)))
+    assert nibabel.load(write_nifti(tmp_path / "one.nii", one.pixels, one)).affine[:3, 3] == pytest.approx([0, -10, 0])
+    path = enhanced_image(tmp_path / "gap.dcm", positions=(16.0, 13.0, 10.0, 7.0))
+    ds = pydicom.dcmread(path)
+    ds.ImagePositionPatient = [0, 16.0, 0]  # a vendor's top-level copy of the first frame's
+    del ds.PerFrameFunctionalGroupsSequence[3].PlanePositionSequence  # the last frame has none
+    ds.save_as(path)
+    volume = read_volume(path)
+    affine = nibabel.load(write_nifti(tmp_path / "gap.nii", volume.pixels, volume)).affine
+    assert [affine @ [0, 0, k, 1] for k in range(3)] == [pytest.approx([0, -y, 0, 1]) for y in (16.0, 13.0, 10.0)]
+
+
 def test_fused_pixels_off_the_reference_grid_are_refused(phantom_dicom_dir, tmp_path):
     """Its plane geometry and references are the reference's: on another grid they would lie."""
     from medfuse.runtime.errors import MedfuseError

@@ -186,6 +186,22 @@ def test_enhanced_pairs_are_checked_by_each_frame_position(tmp_path):
         prepare_pair(read_image(ct, slice_index=1), read_image(axial, slice_index=1), CFG)
 
 
+def test_one_frame_enhanced_files_and_frames_without_a_position(tmp_path):
+    """A one-frame enhanced file is still placed by its functional groups; a frame without its own
+    position is not compared at all (a vendor's top-level position belongs to the first frame)."""
+    frame_of_reference = pydicom.uid.generate_uid()
+    ct = enhanced_image(tmp_path / "ct.dcm", positions=(10.0,), frame_of_reference=frame_of_reference)
+    far = enhanced_image(tmp_path / "far.dcm", modality="MR", positions=(60.0,), frame_of_reference=frame_of_reference)
+    with pytest.raises(MedfuseError, match="different slices"):
+        prepare_pair(read_image(ct), read_image(far), CFG)
+    mri = enhanced_image(tmp_path / "mri.dcm", modality="MR", positions=(10.0, 30.0), frame_of_reference=frame_of_reference)
+    ds = pydicom.dcmread(mri)
+    ds.ImagePositionPatient = [0, 10.0, 0]  # the first frame's
+    del ds.PerFrameFunctionalGroupsSequence[1].PlanePositionSequence
+    ds.save_as(mri)
+    prepare_pair(read_image(ct), read_image(mri, slice_index=1), CFG)  # unknown position: not judged
+
+
 @pytest.mark.shared_data
 def test_harvard_pairs_preprocess(shared_data):
     ct_dir = shared_data / "harvard-ct-mri" / "train" / "CT"
