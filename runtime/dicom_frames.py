@@ -119,3 +119,12 @@ def frame_positions(ds: Dataset) -> list[float | None] | None:
     normal = np.cross(orientation[:3], orientation[3:])
     positions = [_floats(plane_value(ds, i, "ImagePositionPatient") or (), 3) for i in range(frame_count(ds))]
     return [None if p is None else float(np.dot(normal, p)) for p in positions]
+
+
+def slice_positions(volume: MedicalImage) -> list[float] | None:
+    """Each slice's position along the first slice's normal, for a DICOM volume whose slices all
+    have one (a series' files or an enhanced file's frames); None otherwise."""
+    planes = [slice_plane(volume, index) for index in range(volume.depth)]
+    if not planes or any(plane is None or plane.position is None for plane in planes):
+        return None
+    return [float(np.dot(plane.position, planes[0].normal)) for plane in planes]

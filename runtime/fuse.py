@@ -23,7 +23,7 @@ from medfuse.runtime.backends.base import Runner
 from medfuse.runtime.errors import MedfuseError
 from medfuse.runtime.image import MedicalImage
 from medfuse.runtime.inputs import PairJob
-from medfuse.runtime.preprocess import PreparedPair, PreprocessConfig, prepare_pair, to_uint8_image
+from medfuse.runtime.preprocess import PreparedPair, PreprocessConfig, check_volume_pair, prepare_pair, to_uint8_image
 
 
 def default_workers() -> int:
@@ -283,9 +283,7 @@ class VolumeWork:
     """load/save/fail of slice indices of a volume pair for run_pipeline."""
 
     def __init__(self, fuser: Fuser, ct: MedicalImage, mri: MedicalImage):
-        if ct.depth != mri.depth:
-            raise MedfuseError(f"CT {ct.path} has {ct.depth} slices and MRI {mri.path} has {mri.depth}; "
-                               "a registered volume pair must have the same slices")
+        check_volume_pair(ct, mri)
         self.fuser, self.ct, self.mri = fuser, ct, mri
         self.fused = np.zeros((ct.depth, *ct.height_width, 3), np.uint8)
         self.prepared: dict[int, PreparedPair] = {}

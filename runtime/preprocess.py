@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 import cv2
 import numpy as np
 
-from .dicom_frames import slice_plane
+from .dicom_frames import slice_plane, slice_positions
 from .errors import MedfuseError
 from .image import MedicalImage
 from .letterbox import Letterbox, letterbox
@@ -25,6 +25,7 @@ __all__ = [
     "PreparedPair",
     "PreprocessConfig",
     "apply_clahe",
+    "check_volume_pair",
     "ct_to_unit",
     "letterbox",
     "mri_to_unit",
@@ -229,6 +230,20 @@ def check_pair_geometry(ct: MedicalImage, mri: MedicalImage) -> None:
     if all(planes) and not np.allclose(planes[0].orientation, planes[1].orientation, atol=1e-3):
         raise _pair_error(ct, mri, "differ in DICOM ImageOrientationPatient")
     check_same_patient_and_slice(ct, mri)
+
+
+def check_volume_pair(ct: MedicalImage, mri: MedicalImage) -> None:
+    """Two volumes fused (or trained on) slice by slice: as many slices, each at its own position.
+    A series holding several echoes, phases or repeats per position would pair the wrong slices."""
+    if ct.depth != mri.depth:
+        raise MedfuseError(f"CT {ct.path} has {ct.depth} slices and MRI {mri.path} has {mri.depth}; "
+                           "a registered volume pair must have the same slices")
+    for volume in (ct, mri):
+        positions = slice_positions(volume)
+        distinct = len(set(np.round(positions, 2))) if positions is not None else volume.depth
+        if distinct < volume.depth:
+            raise MedfuseError(f"has {volume.depth} slices at only {distinct} positions (several echoes, phases or "
+                               "repeats in one series?); give a series with one slice per position", volume.path)
 
 
 def check_same_patient_and_slice(ct: MedicalImage, mri: MedicalImage) -> None:

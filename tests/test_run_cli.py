@@ -518,3 +518,12 @@ def test_enhanced_volumes_are_paired_and_placed_by_their_frames(capsys, tmp_path
     code, _, err = medfuse_run(capsys, ct, reversed_, "-o", tmp_path / "bad.nii.gz", "--model", model)
     _one_line_error(code, err, "different slices (16.0 and 10.0 mm")
     assert not (tmp_path / "bad.nii.gz").exists()
+
+
+def test_a_series_with_several_slices_per_position_is_refused(capsys, tmp_path, model):
+    """Echoes or phases stored as one enhanced file: slice-by-slice fusion would pair the wrong ones."""
+    ct = enhanced_image(tmp_path / "ct.dcm", positions=(30.0, 32.0, 34.0, 36.0))
+    echoes = enhanced_image(tmp_path / "echoes.dcm", modality="MR", positions=(30.0, 30.0, 33.0, 33.0))
+    code, _, err = medfuse_run(capsys, ct, echoes, "-o", tmp_path / "f.nii.gz", "--model", model)
+    _one_line_error(code, err, "has 4 slices at only 2 positions")
+    assert "echoes.dcm" in err and not (tmp_path / "f.nii.gz").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pydicom
 import pytest
 import torch
 
@@ -79,3 +80,20 @@ def test_volumes_give_one_sample_per_slice(tmp_path, fmt):
     ds = PairDataset(pairs, CFG)
     assert len(pairs) == 2 and len(ds) == 6
     assert ds.names[:3] == ["01#0", "01#1", "01#2"]
+
+
+def test_series_with_repeated_positions_or_other_slice_counts_are_refused(tmp_path):
+    """Volumes train slice by slice against their partner: a series with two echoes per position,
+    or one slice short, would pair the wrong slices."""
+    root = write_phantom_dataset(tmp_path / "n", n_cases=1, slices_per_case=3, size=64, fmt="dicom")
+    pairs, _ = find_pairs(root, "finetune")
+    mri_files = sorted(pairs[0].second.glob("*.dcm"))
+    ds = pydicom.dcmread(mri_files[2])
+    ds.ImagePositionPatient = pydicom.dcmread(mri_files[1]).ImagePositionPatient  # a second echo of slice 1
+    ds.save_as(mri_files[2])
+    with pytest.raises(MedfuseError, match="3 slices at only 2 positions") as info:
+        PairDataset(pairs, CFG)
+    assert str(pairs[0].second) in str(info.value)
+    mri_files[2].unlink()
+    with pytest.raises(MedfuseError, match="has 3 slices and MRI .* has 2"):
+        PairDataset(pairs, CFG)

@@ -29,7 +29,7 @@ from medfuse.runtime.errors import MedfuseError
 from medfuse.runtime.image import MedicalImage
 from medfuse.runtime.io import read_image, read_volume
 from medfuse.runtime.modality import DEFAULT_MODALITY_PAIR, SOURCE_FOLDERS
-from medfuse.runtime.preprocess import PreprocessConfig, prepare_pair
+from medfuse.runtime.preprocess import PreprocessConfig, check_volume_pair, prepare_pair
 
 # Sub-folder names per stage: (3-channel role, 1-channel role).
 STAGE_FOLDERS: dict[str, tuple[str, str]] = {"finetune": ("CT", "MRI"), "pretrain": ("vis", "ir")}
@@ -111,11 +111,15 @@ def _is_volume_source(path: Path) -> bool:
     return path.is_dir() or _suffix(path) in VOLUME_SUFFIXES
 
 
-def _slices(path: Path) -> list[MedicalImage]:
-    if not _is_volume_source(path):
-        return [read_image(path)]
-    volume = read_volume(path)
-    return [volume.slice(i) for i in range(volume.depth)]
+def _slices(first: Path, second: Path) -> tuple[list[MedicalImage], list[MedicalImage]]:
+    """The 2D images of one pair of files: each slice of a volume (two volumes: checked as a pair)."""
+    images = [read_volume(p) if _is_volume_source(p) else read_image(p) for p in (first, second)]
+    if all(image.is_volume for image in images):
+        check_volume_pair(*images)
+    firsts, seconds = ([image.slice(i) for i in range(image.depth)] if image.is_volume else [image] for image in images)
+    if len(firsts) != len(seconds):
+        raise MedfuseError(f"{first.name} has {len(firsts)} slices but {second.name} has {len(seconds)}", first.parent)
+    return firsts, seconds
 
 
 def prepare_source(pair: PairSource, cfg: PreprocessConfig, modality_pair: str = DEFAULT_MODALITY_PAIR,
@@ -125,11 +129,7 @@ def prepare_source(pair: PairSource, cfg: PreprocessConfig, modality_pair: str =
     A functional pair (PET/SPECT) contributes its luma as the first role, as inference does; its
     chroma is not trained on (it is put back after the network).
     """
-    firsts, seconds = _slices(pair.first), _slices(pair.second)
-    if len(firsts) != len(seconds):
-        raise MedfuseError(
-            f"{pair.first.name} has {len(firsts)} slices but {pair.second.name} has {len(seconds)}", pair.first.parent
-        )
+    firsts, seconds = _slices(pair.first, pair.second)
     out = []
     for a, b in zip(firsts, seconds):
         prepared = prepare_pair(a, b, cfg, modality_pair, colour_first)
