@@ -73,6 +73,8 @@ def slice_source(image: MedicalImage, index: int = 0) -> tuple[Dataset, int | No
     ds = image.datasets[min(index, len(image.datasets) - 1)]
     if not has_frames(ds):
         return ds, None
+    if frame_count(ds) == 1:  # a one-frame enhanced file (alone, or one file of a series of them)
+        return ds, 0
     return ds, (index if image.is_volume else image.slice_index or 0)
 
 
@@ -97,6 +99,16 @@ def _floats(value: Any, count: int) -> np.ndarray | None:
     return array if array.shape == (count,) and np.isfinite(array).all() else None
 
 
+def _position(source: tuple[Dataset, int | None]) -> np.ndarray | None:
+    return _floats(plane_value(*source, "ImagePositionPatient") or (), 3)
+
+
+def slice_position(image: MedicalImage, index: int = 0) -> np.ndarray | None:
+    """ImagePositionPatient of slice `index` (of the image when 2D), even without an orientation."""
+    source = slice_source(image, index)
+    return _position(source) if source is not None else None
+
+
 def slice_plane(image: MedicalImage, index: int = 0) -> SlicePlane | None:
     """The plane of slice `index` (of the image when 2D); None without a usable orientation."""
     source = slice_source(image, index)
@@ -105,26 +117,42 @@ def slice_plane(image: MedicalImage, index: int = 0) -> SlicePlane | None:
     orientation = _floats(plane_value(*source, "ImageOrientationPatient") or (), 6)
     if orientation is None:
         return None
-    position = _floats(plane_value(*source, "ImagePositionPatient") or (), 3)
     thickness = plane_value(*source, "SliceThickness")
-    return SlicePlane(orientation, position, float(thickness) if thickness not in (None, "") else None)
+    return SlicePlane(orientation, _position(source), float(thickness) if thickness not in (None, "") else None)
 
 
-def frame_positions(ds: Dataset) -> list[float | None] | None:
-    """Each frame's position along the slice normal in a multi-frame file (None for a frame without
-    one), or None without an orientation."""
-    orientation = _floats(plane_value(ds, 0, "ImageOrientationPatient") or (), 6)
+# ---- positions along the slice normal ----------------------------------------------------
+
+POSITION_TOLERANCE_MM = 0.01  # slices closer than this along the normal are at one position
+
+
+def positions_along_normal(sources: list[tuple[Dataset, int | None]]) -> list[float | None] | None:
+    """Each (header, frame)'s position along the first one's slice normal (None for one without a
+    position); None when the first has no orientation."""
+    orientation = _floats(plane_value(*sources[0], "ImageOrientationPatient") or (), 6) if sources else None
     if orientation is None:
         return None
     normal = np.cross(orientation[:3], orientation[3:])
-    positions = [_floats(plane_value(ds, i, "ImagePositionPatient") or (), 3) for i in range(frame_count(ds))]
-    return [None if p is None else float(np.dot(normal, p)) for p in positions]
+    return [None if p is None else float(np.dot(normal, p)) for p in map(_position, sources)]
 
 
-def slice_positions(volume: MedicalImage) -> list[float] | None:
-    """Each slice's position along the first slice's normal, for a DICOM volume whose slices all
-    have one (a series' files or an enhanced file's frames); None otherwise."""
-    planes = [slice_plane(volume, index) for index in range(volume.depth)]
-    if not planes or any(plane is None or plane.position is None for plane in planes):
-        return None
-    return [float(np.dot(plane.position, planes[0].normal)) for plane in planes]
+def frame_positions(ds: Dataset) -> list[float | None] | None:
+    """Each frame's position in a multi-frame file."""
+    return positions_along_normal([(ds, i) for i in range(frame_count(ds))])
+
+
+def file_positions(datasets: list[Dataset]) -> list[float | None] | None:
+    """Each file's position in a series (one slice per file; enhanced one-frame files too)."""
+    return positions_along_normal([(ds, 0 if has_frames(ds) else None) for ds in datasets])
+
+
+def slice_positions(volume: MedicalImage) -> list[float | None] | None:
+    """Each slice's position in a DICOM volume (a series' files or an enhanced file's frames)."""
+    sources = [slice_source(volume, index) for index in range(volume.depth)]
+    return None if None in sources else positions_along_normal(sources)
+
+
+def distinct_positions(positions: list[float]) -> int:
+    """How many positions there are, those closer than POSITION_TOLERANCE_MM counting as one."""
+    ordered = sorted(positions)
+    return len(ordered) and 1 + sum(b - a > POSITION_TOLERANCE_MM for a, b in zip(ordered, ordered[1:]))

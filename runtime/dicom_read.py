@@ -15,7 +15,16 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, get_decoder
 
-from .dicom_frames import frame_count, frame_positions, group_item, has_frames, plane_value
+from .dicom_frames import (
+    POSITION_TOLERANCE_MM,
+    distinct_positions,
+    file_positions,
+    frame_count,
+    frame_positions,
+    group_item,
+    has_frames,
+    plane_value,
+)
 from .errors import MedfuseError
 from .image import MedicalImage
 
@@ -60,6 +69,8 @@ def _decode_problem(ds: Dataset, err: Exception) -> str:
     """One sentence on why pixel data did not decode. pydicom itself decodes uncompressed, RLE and
     deflated data only; JPEG, JPEG-LS and JPEG 2000 need a decoder plugin (GDCM: dicom-codecs)."""
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax and not syntax.is_transfer_syntax:  # a private or unknown UID: is_compressed would raise
+        return f"its DICOM pixel data cannot be decoded: {syntax} is not a transfer syntax pydicom knows"
     what = f"its DICOM pixel data ({syntax.name})" if syntax else "its DICOM pixel data"
     if syntax and syntax.is_compressed:
         try:
@@ -162,8 +173,9 @@ def _frame_spacing(ds: Dataset) -> float:
     frames, else SpacingBetweenSlices, else SliceThickness (functional groups or top level), else 1."""
     positions = frame_positions(ds) or []
     steps = [abs(b - a) for a, b in zip(positions, positions[1:]) if a is not None and b is not None]
-    if any(step > 1e-4 for step in steps):
-        return float(np.median([step for step in steps if step > 1e-4]))
+    steps = [step for step in steps if step > POSITION_TOLERANCE_MM]
+    if steps:
+        return float(np.median(steps))
     for key in ("SpacingBetweenSlices", "SliceThickness"):
         value = plane_value(ds, 0, key)
         if value not in (None, "") and float(value) > 0:
@@ -206,13 +218,11 @@ def _check_one_series(folder: Path, datasets: list[Dataset]) -> None:
 
 
 def _slice_positions(datasets: list[Dataset]) -> list[float] | None:
-    """Each slice's ImagePositionPatient projected on the slice normal, or None when unusable."""
-    if not all("ImagePositionPatient" in ds and "ImageOrientationPatient" in ds for ds in datasets):
+    """Each slice's position along the slice normal, or None when one lacks it or two share one."""
+    positions = file_positions(datasets)
+    if positions is None or None in positions or distinct_positions(positions) < len(positions):
         return None
-    iop = np.asarray(datasets[0].ImageOrientationPatient, dtype=np.float64)
-    normal = np.cross(iop[:3], iop[3:])
-    positions = [float(np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=np.float64))) for ds in datasets]
-    return positions if len(set(np.round(positions, 4))) == len(positions) else None
+    return positions
 
 
 def _order(datasets: list[Dataset]) -> tuple[list[Dataset], float | None]:

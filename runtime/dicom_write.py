@@ -156,14 +156,10 @@ def _patient_orientation(ct: Dataset | None) -> list[str] | str:
         return ""
     if "PatientOrientation" in ct.ds and ct.ds.PatientOrientation:
         return ct.ds.PatientOrientation
-    cosines = _plane_value(ct, "ImageOrientationPatient")
+    cosines = plane_value(ct.ds, ct.frame, "ImageOrientationPatient")
     if not cosines or len(cosines) != 6:
         return ""
     return [_axis_letters(cosines[:3]), _axis_letters(cosines[3:])]
-
-
-def _plane_value(source: _Source, key: str):
-    return plane_value(source.ds, source.frame, key)
 
 
 def _plane(ds: Dataset, ct: _Source | None) -> None:
@@ -171,14 +167,14 @@ def _plane(ds: Dataset, ct: _Source | None) -> None:
     if ct is None:
         return
     frame_of_reference = ct.ds.get("FrameOfReferenceUID")
-    orientation = _plane_value(ct, "ImageOrientationPatient")
-    position = _plane_value(ct, "ImagePositionPatient")
+    orientation = plane_value(ct.ds, ct.frame, "ImageOrientationPatient")
+    position = plane_value(ct.ds, ct.frame, "ImagePositionPatient")
     if not frame_of_reference or not orientation or not position:
         return
     ds.FrameOfReferenceUID = frame_of_reference
     ds.PositionReferenceIndicator = ct.ds.get("PositionReferenceIndicator", "")
     ds.ImageOrientationPatient, ds.ImagePositionPatient = orientation, position
-    thickness = _plane_value(ct, "SliceThickness")
+    thickness = plane_value(ct.ds, ct.frame, "SliceThickness")
     if thickness not in (None, ""):
         ds.SliceThickness = thickness
 
@@ -189,7 +185,7 @@ def _image(ds: Dataset, ct: _Source | None, instance_number: int, modality_pair:
     ds.ImageType = ["DERIVED", "SECONDARY"]
     ds.DerivationDescription = f"{_pair_label(modality_pair)} image fusion by medfuse"
     ds.BurnedInAnnotation = "NO"
-    spacing = _plane_value(ct, "PixelSpacing") if ct is not None else None
+    spacing = plane_value(ct.ds, ct.frame, "PixelSpacing") if ct is not None else None
     if spacing:
         ds.PixelSpacing = spacing  # the fused image is on the CT's pixel grid
     _plane(ds, ct)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 import cv2
 import numpy as np
 
-from .dicom_frames import slice_plane, slice_positions
+from .dicom_frames import distinct_positions, slice_plane, slice_position, slice_positions
 from .errors import MedfuseError
 from .image import MedicalImage
 from .letterbox import Letterbox, letterbox
@@ -240,7 +240,9 @@ def check_volume_pair(ct: MedicalImage, mri: MedicalImage) -> None:
                            "a registered volume pair must have the same slices")
     for volume in (ct, mri):
         positions = slice_positions(volume)
-        distinct = len(set(np.round(positions, 2))) if positions is not None else volume.depth
+        if positions is None or None in positions:
+            continue  # not a DICOM volume, or not every slice says where it is
+        distinct = distinct_positions(positions)
         if distinct < volume.depth:
             raise MedfuseError(f"has {volume.depth} slices at only {distinct} positions (several echoes, phases or "
                                "repeats in one series?); give a series with one slice per position", volume.path)
@@ -259,11 +261,11 @@ def check_same_patient_and_slice(ct: MedicalImage, mri: MedicalImage) -> None:
     frame = a.get("FrameOfReferenceUID")
     if not frame or frame != b.get("FrameOfReferenceUID"):
         return  # positions in different frames of reference are not comparable
-    planes = [slice_plane(img) for img in (ct, mri)]  # an enhanced file's from the slice's frame
-    if not all(planes) or planes[0].position is None or planes[1].position is None:
+    plane, mri_position = slice_plane(ct), slice_position(mri)  # an enhanced file's from the slice's frame
+    if plane is None or plane.position is None or mri_position is None:
         return
-    along = [float(np.dot(plane.position, planes[0].normal)) for plane in planes]
-    thickness = planes[0].thickness or 0.0
+    along = [float(np.dot(position, plane.normal)) for position in (plane.position, mri_position)]
+    thickness = plane.thickness or 0.0
     if abs(along[0] - along[1]) > max(0.5 * thickness, 0.1):
         raise _pair_error(ct, mri, f"are different slices ({along[0]:.1f} and {along[1]:.1f} mm along the "
                                    "slice normal, one frame of reference)")

@@ -31,7 +31,7 @@ RUNTIME = ("onnxruntime", "tensorrt", "numpy", "opencv", "pydicom", "gdcm", "nib
 TOOL_LIBRARIES: dict[str, tuple[str, ...]] = {
     "medfuse-run": RUNTIME,
     "medfuse-inspect": RUNTIME,
-    "medfuse-train": ("torch", "numpy", "opencv"),
+    "medfuse-train": ("torch", "numpy", "opencv", "pydicom", "gdcm"),
     "medfuse-export": ("torch", "onnx", "onnxruntime", "tensorrt"),
     "medfuse-bench": ("torch", "onnxruntime", "tensorrt"),
 }

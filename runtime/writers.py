@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from .atomic import atomic_output
-from .dicom_frames import SlicePlane, slice_plane
+from .dicom_frames import POSITION_TOLERANCE_MM, slice_plane, slice_positions
 from .errors import MedfuseError
 from .image import MedicalImage
 
@@ -94,24 +94,27 @@ def _dicom_affine(reference: MedicalImage) -> np.ndarray | None:
     row_dir, col_dir = plane.orientation[:3], plane.orientation[3:]
     lps = np.eye(4)
     lps[:3, 0], lps[:3, 1] = col_dir * d_row, row_dir * d_col  # row index moves along the column direction
-    lps[:3, 2] = plane.normal * _slice_step(reference, plane)
+    lps[:3, 2] = plane.normal * _slice_step(reference)
     lps[:3, 3] = plane.position
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # LPS -> RAS, nibabel's convention
 
 
-def _slice_step(reference: MedicalImage, first: SlicePlane) -> float:
-    """Signed mm from one slice to the next along the normal: a series is read in position order,
-    but an enhanced file's frames may be stored head first or feet first. The direction comes from
-    the last slice with a position (a frame may lack its own)."""
+def _slice_step(reference: MedicalImage) -> float:
+    """Signed mm from one slice to the next along the normal, from the slices' positions: a series
+    is read in position order, but an enhanced file may store its frames head or feet first (or
+    out of order, which one affine cannot place: refused). Slices without a position are skipped."""
     if not reference.is_volume or not reference.spacing or len(reference.spacing) != 3:
         return 1.0
-    for index in range(reference.depth - 1, 0, -1):
-        plane = slice_plane(reference, index)
-        if plane is not None and plane.position is not None:
-            along = float(np.dot(plane.position - first.position, first.normal))
-            if along:
-                return -reference.spacing[0] if along < 0 else reference.spacing[0]
-    return reference.spacing[0]
+    known = [(k, p) for k, p in enumerate(slice_positions(reference) or []) if p is not None]
+    steps = [(p2 - p1) / (k2 - k1) for (k1, p1), (k2, p2) in zip(known, known[1:])]
+    if not steps:
+        return reference.spacing[0]
+    step = float(np.median(steps))
+    if abs(step) <= POSITION_TOLERANCE_MM or any(abs(s - step) > max(0.01 * abs(step), 0.05) for s in steps):
+        raise MedfuseError(f"its slices are not evenly spaced along one direction ({min(steps):.2f} to "
+                           f"{max(steps):.2f} mm from slice to slice), so no NIfTI affine places them; "
+                           "write a DICOM series instead", reference.path)
+    return step
 
 
 def _spacing_affine(reference: MedicalImage | None) -> np.ndarray:

@@ -26,7 +26,7 @@ CORONAL = (1, 0, 0, 0, 0, -1)
 
 
 def enhanced_image(path: Path, *, modality: str = "CT", positions=(10.0, 12.5), orientation=CORONAL,
-                   frame_of_reference: str | None = None, thickness: float = 2.5) -> Path:
+                   frame_of_reference: str | None = None, thickness: float = 2.5, series_uid: str | None = None) -> Path:
     """An enhanced multi-frame CT or MR (8x8, one frame per position, y in mm) whose plane geometry
     lives only in functional groups (PS3.3 C.7.6.16)."""
     import pydicom
@@ -34,7 +34,7 @@ def enhanced_image(path: Path, *, modality: str = "CT", positions=(10.0, 12.5), 
 
     storage = {"CT": pydicom.uid.EnhancedCTImageStorage, "MR": pydicom.uid.EnhancedMRImageStorage}[modality]
     ds = dataset(Modality=modality, PatientID="P1", StudyInstanceUID=generate_uid(),
-                 SeriesInstanceUID=generate_uid(), FrameOfReferenceUID=frame_of_reference or generate_uid())
+                 SeriesInstanceUID=series_uid or generate_uid(), FrameOfReferenceUID=frame_of_reference or generate_uid())
     ds.file_meta = pydicom.dataset.FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = storage

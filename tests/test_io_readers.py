@@ -249,6 +249,10 @@ def test_undecodable_compressed_dicom_is_one_sentence_naming_its_syntax_and_the_
     assert dicom_read._decode_problem(ds, plugins_failed) == (
         syntax + "Unable to decode as exceptions were raised by all available plugins: gdcm: GDCM does not "
         "support 'JPEG Extended' for samples with 12-bit precision")
+    private = pydicom.dcmread(pydicom.data.get_testdata_file("MR_small.dcm"))
+    private.file_meta.TransferSyntaxUID = "1.2.3.4.5"  # a vendor's own: pydicom's is_compressed would raise
+    assert dicom_read._decode_problem(private, ValueError("x")) == (
+        "its DICOM pixel data cannot be decoded: 1.2.3.4.5 is not a transfer syntax pydicom knows")
     plain = pydicom.dcmread(pydicom.data.get_testdata_file("MR_small.dcm"))
     assert dicom_read._decode_problem(plain, ValueError("truncated")) == (
         "its DICOM pixel data (Explicit VR Little Endian) cannot be decoded: truncated")

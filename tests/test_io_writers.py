@@ -10,6 +10,8 @@ import pydicom
 import pydicom.data
 import pytest
 from dicom_check import dciodvfy_errors, enhanced_image
+from medfuse.runtime.dicom_frames import frame_positions
+from medfuse.runtime.errors import MedfuseError
 
 from medfuse.runtime.io import (
     read_image,
@@ -173,15 +175,40 @@ def test_nifti_of_a_one_frame_enhanced_ct_and_of_frames_missing_a_position(tmp_p
     ds.ImagePositionPatient = [0, 16.0, 0]  # a vendor's top-level copy of the first frame's
     del ds.PerFrameFunctionalGroupsSequence[3].PlanePositionSequence  # the last frame has none
     ds.save_as(path)
+    assert frame_positions(pydicom.dcmread(path)) == [16.0, 13.0, 10.0, None]  # not the top-level copy
     volume = read_volume(path)
     affine = nibabel.load(write_nifti(tmp_path / "gap.nii", volume.pixels, volume)).affine
     assert [affine @ [0, 0, k, 1] for k in range(3)] == [pytest.approx([0, -y, 0, 1]) for y in (16.0, 13.0, 10.0)]
 
 
+def test_a_series_of_one_frame_enhanced_files_is_placed_file_by_file(tmp_path):
+    """Some scanners write an enhanced series as one single-frame file per slice."""
+    series, folder = pydicom.uid.generate_uid(), tmp_path / "series"
+    folder.mkdir()
+    for name, y in (("a.dcm", 16.0), ("b.dcm", 10.0), ("c.dcm", 13.0)):
+        enhanced_image(folder / name, positions=(y,), series_uid=series)
+    volume = read_volume(folder)
+    assert volume.spacing == pytest.approx((3.0, 0.5, 0.5))  # ordered by position, spaced by it
+    affine = nibabel.load(write_nifti(tmp_path / "v.nii", volume.pixels, volume)).affine
+    assert [affine @ [0, 0, k, 1] for k in range(3)] == [pytest.approx([0, -y, 0, 1]) for y in (10.0, 13.0, 16.0)]
+    fused = write_dicom_series(tmp_path / "fused", np.zeros((3, 8, 8, 3), np.uint8), volume)
+    positions = [float(pydicom.dcmread(f).ImagePositionPatient[1]) for f in sorted(fused.iterdir())]
+    assert positions == [10.0, 13.0, 16.0]
+
+
+def test_nifti_refuses_frames_no_affine_can_place(tmp_path):
+    """Frames stored out of position order (or with a gap) would land in the wrong place under one
+    affine; the DICOM series, which keeps each frame's own position, is still written."""
+    volume = read_volume(enhanced_image(tmp_path / "mixed.dcm", positions=(10.0, 16.0, 13.0)))
+    with pytest.raises(MedfuseError, match="not evenly spaced along one direction"):
+        write_nifti(tmp_path / "v.nii", volume.pixels, volume)
+    assert not (tmp_path / "v.nii").exists()
+    fused = write_dicom_series(tmp_path / "fused", np.zeros((3, 8, 8, 3), np.uint8), volume)
+    assert [float(pydicom.dcmread(f).ImagePositionPatient[1]) for f in sorted(fused.iterdir())] == [10.0, 16.0, 13.0]
+
+
 def test_fused_pixels_off_the_reference_grid_are_refused(phantom_dicom_dir, tmp_path):
     """Its plane geometry and references are the reference's: on another grid they would lie."""
-    from medfuse.runtime.errors import MedfuseError
-
     with pytest.raises(MedfuseError, match="the fused image is 100x60 but its reference is 128x128"):
         write_dicom_secondary_capture(tmp_path / "f.dcm", np.zeros((100, 60, 3), np.uint8), _ct_small())
     source = read_volume(phantom_dicom_dir / "CT" / "01")

@@ -199,7 +199,18 @@ def test_one_frame_enhanced_files_and_frames_without_a_position(tmp_path):
     ds.ImagePositionPatient = [0, 10.0, 0]  # the first frame's
     del ds.PerFrameFunctionalGroupsSequence[1].PlanePositionSequence
     ds.save_as(mri)
-    prepare_pair(read_image(ct), read_image(mri, slice_index=1), CFG)  # unknown position: not judged
+    elsewhere = enhanced_image(tmp_path / "ct30.dcm", positions=(30.0,), frame_of_reference=frame_of_reference)
+    prepare_pair(read_image(elsewhere), read_image(mri, slice_index=1), CFG)  # unknown position: not judged
+
+
+def test_a_slice_elsewhere_is_refused_even_when_the_mri_has_no_orientation(phantom_dicom_dir, tmp_path):
+    """Some exports drop ImageOrientationPatient; the MRI's position is still compared along the CT's normal."""
+    ct = read_image(phantom_dicom_dir / "CT" / "01" / "01002.dcm")
+    mri = pydicom.dcmread(phantom_dicom_dir / "MRI" / "01" / "01003.dcm")
+    del mri.ImageOrientationPatient
+    mri.save_as(tmp_path / "mri.dcm")
+    with pytest.raises(MedfuseError, match="different slices"):
+        prepare_pair(ct, read_image(tmp_path / "mri.dcm"), CFG)
 
 
 @pytest.mark.shared_data

@@ -111,12 +111,16 @@ def _is_volume_source(path: Path) -> bool:
     return path.is_dir() or _suffix(path) in VOLUME_SUFFIXES
 
 
+def _as_slices(image: MedicalImage) -> list[MedicalImage]:
+    return [image.slice(i) for i in range(image.depth)] if image.is_volume else [image]
+
+
 def _slices(first: Path, second: Path) -> tuple[list[MedicalImage], list[MedicalImage]]:
     """The 2D images of one pair of files: each slice of a volume (two volumes: checked as a pair)."""
-    images = [read_volume(p) if _is_volume_source(p) else read_image(p) for p in (first, second)]
-    if all(image.is_volume for image in images):
-        check_volume_pair(*images)
-    firsts, seconds = ([image.slice(i) for i in range(image.depth)] if image.is_volume else [image] for image in images)
+    a, b = (read_volume(p) if _is_volume_source(p) else read_image(p) for p in (first, second))
+    if a.is_volume and b.is_volume:
+        check_volume_pair(a, b)
+    firsts, seconds = _as_slices(a), _as_slices(b)
     if len(firsts) != len(seconds):
         raise MedfuseError(f"{first.name} has {len(firsts)} slices but {second.name} has {len(seconds)}", first.parent)
     return firsts, seconds
