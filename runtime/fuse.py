@@ -24,6 +24,7 @@ from medfuse.runtime.errors import MedfuseError
 from medfuse.runtime.image import MedicalImage
 from medfuse.runtime.inputs import PairJob
 from medfuse.runtime.preprocess import PreparedPair, PreprocessConfig, check_volume_pair, prepare_pair, to_uint8_image
+from medfuse.runtime.writers import dicom_affine
 
 
 def default_workers() -> int:
@@ -303,11 +304,15 @@ class VolumeWork:
         return Outcome(f"slice {index}", None, error_text(err))
 
 
+def _is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith((".nii", ".nii.gz"))
+
+
 def write_volume(path: Path, fused: np.ndarray, ct: MedicalImage, mri: MedicalImage,
                  modality_pair: str = "ct-mri") -> None:
     from medfuse.runtime import io
 
-    if path.name.lower().endswith((".nii", ".nii.gz")):
+    if _is_nifti(path):
         io.write_nifti(path, fused, ct)
     else:
         io.write_dicom_series(path, fused, ct, extra_sources=[mri], modality_pair=modality_pair)
@@ -334,6 +339,8 @@ def fuse_volume(fuser: Fuser, ct_path: Path, mri_path: Path, out: Path, options:
     from medfuse.runtime import io
 
     ct, mri = io.read_volume(ct_path), io.read_volume(mri_path)
+    if _is_nifti(out):
+        dicom_affine(ct)  # slices no NIfTI affine places are refused before the fusing, not after
     started = time.perf_counter()
     work = fuse_volume_images(fuser, ct, mri, workers, on_done, on_start)
     outcome = Outcome(f"{ct_path.name} + {mri_path.name}", out,

@@ -84,9 +84,10 @@ def _slice_shift(axis: int, index: int) -> np.ndarray:
     return shift
 
 
-def _dicom_affine(reference: MedicalImage) -> np.ndarray | None:
+def dicom_affine(reference: MedicalImage) -> np.ndarray | None:
     """RAS affine for voxel order (row, col, slice) from the plane of the first slice (a classic
-    series' first file, an enhanced file's first frame)."""
+    series' first file, an enhanced file's first frame); None without a position. Refuses slices
+    no affine places (MedfuseError), so callers can ask before fusing a whole volume."""
     plane = slice_plane(reference)
     if plane is None or plane.position is None or not reference.spacing:
         return None
@@ -142,7 +143,7 @@ def write_nifti(path: str | os.PathLike, volume: np.ndarray, reference: MedicalI
         data = np.moveaxis(stack, 0, axis)
         return write_nifti_array(path, np.ascontiguousarray(data), reference.affine @ shift,
                                  reference.nifti_header, shift)
-    affine = _dicom_affine(reference) if reference is not None else None
+    affine = dicom_affine(reference) if reference is not None else None
     affine = _spacing_affine(reference) if affine is None else affine
     data = np.moveaxis(stack, 0, 2)
     return write_nifti_array(path, np.ascontiguousarray(data), affine)

@@ -527,3 +527,12 @@ def test_a_series_with_several_slices_per_position_is_refused(capsys, tmp_path, 
     code, _, err = medfuse_run(capsys, ct, echoes, "-o", tmp_path / "f.nii.gz", "--model", model)
     _one_line_error(code, err, "has 4 slices at only 2 positions")
     assert "echoes.dcm" in err and not (tmp_path / "f.nii.gz").exists()
+
+
+def test_volumes_no_nifti_affine_places_are_refused_before_fusing(capsys, tmp_path, model, monkeypatch):
+    ct = enhanced_image(tmp_path / "ct.dcm", positions=(10.0, 16.0, 13.0))  # frames out of position order
+    mri = enhanced_image(tmp_path / "mri.dcm", modality="MR", positions=(10.0, 16.0, 13.0))
+    monkeypatch.setattr("medfuse.runtime.fuse.fuse_volume_images", lambda *a, **k: pytest.fail("fused first"))
+    code, _, err = medfuse_run(capsys, ct, mri, "-o", tmp_path / "f.nii.gz", "--model", model)
+    _one_line_error(code, err, "not evenly spaced along one direction")
+    assert "ct.dcm" in err and not (tmp_path / "f.nii.gz").exists()
