@@ -73,6 +73,11 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary on s
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Threads decoding and writing "
                                                                             "beside the engine (default 2-4).")]
+SeriesNumberOpt = Annotated[Optional[int], typer.Option("--series-number", help="SeriesNumber of a DICOM output "
+                                                                              "(default 1000).")]
+SeriesDescriptionOpt = Annotated[Optional[str], typer.Option(
+    "--series-description", help="SeriesDescription of a DICOM output, for PACS routing rules and hanging "
+                                 "protocols (default 'medfuse CT-MRI fusion'; at most 64 characters).")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="ONNX Runtime threads per inference "
                                                                             "(default: the physical cores; leave "
                                                                             "some free beside a scanner's software).")]
@@ -101,6 +106,7 @@ def run(ct: CtArg, mri: MriArg, output: OutOpt, model: ModelOpt = None, backend:
         window_preset: PresetOpt = None, clahe: ClaheOpt = None, slice_index: SliceOpt = None,
         side_by_side: SideOpt = None, metrics: MetricsOpt = False, json_output: JsonOpt = False,
         overwrite: OverwriteOpt = False, workers: WorkersOpt = None, threads: ThreadsOpt = None,
+        series_number: SeriesNumberOpt = None, series_description: SeriesDescriptionOpt = None,
         version: Annotated[bool, version_option("medfuse-run")] = False) -> None:
     """Fuse CT and MRI into one image, a folder of images, or a volume."""
     from medfuse.runtime.run import Request, execute
@@ -109,7 +115,8 @@ def run(ct: CtArg, mri: MriArg, output: OutOpt, model: ModelOpt = None, backend:
                       precision=precision.value, batch_size=batch_size,
                       window=parse_window(window, window_preset), clahe=clahe, slice_index=slice_index,
                       side_by_side=side_by_side, metrics=metrics, json_output=json_output,
-                      overwrite=overwrite, workers=workers, threads=threads)
+                      overwrite=overwrite, workers=workers, threads=threads, series_number=series_number,
+                      series_description=series_description)
     summary = execute(request)
     if summary.get("counts", {}).get("failed"):
         raise typer.Exit(EXIT_SOME_FAILED)

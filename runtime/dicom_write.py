@@ -129,9 +129,30 @@ def _pair_label(modality_pair: str) -> str:
     return modality_pair.upper()  # "ct-mri" -> "CT-MRI"
 
 
-def _series(ds: Dataset, ct: Dataset | None, series_uid: str, modality_pair: str) -> None:
-    ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber = "OT", series_uid, 1000
-    ds.SeriesDescription = f"medfuse {_pair_label(modality_pair)} fusion"
+@dataclass(frozen=True)
+class SeriesLabel:
+    """How the fused series is listed in a PACS or viewer: routing rules and hanging protocols
+    often key on SeriesNumber and SeriesDescription."""
+
+    number: int = 1000  # SeriesNumber (DICOM IS: a 32-bit signed integer)
+    description: str | None = None  # SeriesDescription (LO: 64 characters); None: "medfuse <PAIR> fusion"
+
+    def __post_init__(self) -> None:
+        if not -(2**31) <= self.number < 2**31:
+            raise MedfuseError(f"the series number {self.number} does not fit DICOM's 32-bit SeriesNumber")
+        text = self.description
+        if text is not None and (len(text) > 64 or "\\" in text or any(ord(c) < 32 for c in text)):
+            raise MedfuseError(f"the series description {text!r} is not a DICOM LO value: at most 64 characters, "
+                               "no backslash or control characters")
+
+    def text(self, modality_pair: str) -> str:
+        return self.description if self.description is not None else f"medfuse {_pair_label(modality_pair)} fusion"
+
+
+def _series(ds: Dataset, ct: Dataset | None, series_uid: str, modality_pair: str, label: SeriesLabel | None) -> None:
+    label = label or SeriesLabel()
+    ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber = "OT", series_uid, label.number
+    ds.SeriesDescription = label.text(modality_pair)
     for key in ("BodyPartExamined", "Laterality"):
         if ct is not None and key in ct:
             setattr(ds, key, ct[key].value)
@@ -220,6 +241,7 @@ def secondary_capture(
     extra_sources: Sequence[MedicalImage | None] = (),
     when: dt.datetime | None = None,
     modality_pair: str = "ct-mri",
+    series_label: SeriesLabel | None = None,
 ) -> Dataset:
     """One RGB Secondary Capture dataset derived from `reference` (the CT, or the PET/SPECT of a
     functional pair) and `extra_sources`."""
@@ -230,7 +252,7 @@ def secondary_capture(
     _stamp(ds, when or dt.datetime.now())
     if ct is None:  # a new study of its own: date it now
         ds.StudyDate, ds.StudyTime, ds.StudyID = ds.ContentDate, ds.ContentTime, "1"
-    _series(ds, ct, series_uid, modality_pair)
+    _series(ds, ct, series_uid, modality_pair, series_label)
     _image(ds, source, instance_number, modality_pair)
     _references(ds, source, _source_datasets(extra_sources, slice_index))
     _set_rgb_pixels(ds, rgb)
@@ -244,11 +266,12 @@ def write_dicom_secondary_capture(
     *,
     extra_sources: Sequence[MedicalImage | None] = (),
     modality_pair: str = "ct-mri",
+    series_label: SeriesLabel | None = None,
 ) -> Path:
     """Write one fused RGB image as a DICOM Secondary Capture file (atomic)."""
     _check_grid(np.shape(rgb_uint8), reference)
     ds = secondary_capture(rgb_uint8, reference, series_uid=generate_uid(), extra_sources=extra_sources,
-                           modality_pair=modality_pair)
+                           modality_pair=modality_pair, series_label=series_label)
     with atomic_output(path) as tmp:
         save(ds, tmp)
     return Path(path)
@@ -261,6 +284,7 @@ def write_dicom_series(
     *,
     extra_sources: Sequence[MedicalImage | None] = (),
     modality_pair: str = "ct-mri",
+    series_label: SeriesLabel | None = None,
 ) -> Path:
     """Write a (D, H, W, 3) fused volume as one Secondary Capture series, NNNN.dcm per slice.
 
@@ -277,7 +301,7 @@ def write_dicom_series(
         for i, rgb in enumerate(rgb_uint8_volume):
             ds = secondary_capture(
                 rgb, reference, series_uid=series_uid, instance_number=i + 1, slice_index=i,
-                extra_sources=extra_sources, when=when, modality_pair=modality_pair,
+                extra_sources=extra_sources, when=when, modality_pair=modality_pair, series_label=series_label,
             )
             study_uid = study_uid or ds.StudyInstanceUID
             ds.StudyInstanceUID = study_uid  # one study even when no source supplies it

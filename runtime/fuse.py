@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from medfuse.runtime.image import MedicalImage
 from medfuse.runtime.inputs import PairJob
 from medfuse.runtime.preprocess import PreparedPair, PreprocessConfig, check_volume_pair, prepare_pair, to_uint8_image
 from medfuse.runtime.writers import dicom_affine
+
+if TYPE_CHECKING:
+    from medfuse.runtime.dicom_write import SeriesLabel  # pydicom is imported when a DICOM is written
 
 
 def default_workers() -> int:
@@ -158,6 +161,7 @@ class PairOptions:
     slice_index: int | None = None  # slice of a NIfTI file or DICOM series given as a pair
     side_by_side: Path | None = None  # CT | MRI | fused figure: a file (one pair) or a folder (many)
     metrics: bool = False
+    series: SeriesLabel | None = None  # SeriesNumber/Description of DICOM outputs (None: medfuse's)
 
 
 def fused_image(prepared: PreparedPair, fused: np.ndarray) -> np.ndarray:
@@ -198,11 +202,12 @@ def pair_metrics(prepared: PreparedPair, fused_rgb: np.ndarray, fused: np.ndarra
 
 
 def write_fused_image(path: Path, rgb: np.ndarray, ct: MedicalImage, mri: MedicalImage,
-                      modality_pair: str = "ct-mri") -> None:
+                      modality_pair: str = "ct-mri", series: SeriesLabel | None = None) -> None:
     from medfuse.runtime import io
 
     if path.suffix.lower() == ".dcm":
-        io.write_dicom_secondary_capture(path, rgb, ct, extra_sources=[mri], modality_pair=modality_pair)
+        io.write_dicom_secondary_capture(path, rgb, ct, extra_sources=[mri], modality_pair=modality_pair,
+                                         series_label=series)
     else:
         io.write_png(path, rgb)
 
@@ -244,7 +249,7 @@ class PairWork:
         rgb = fused_image(prepared, fused)
         outcome = Outcome(job.name, job.output)
         pair = self.fuser.modality_pair
-        writes = [(job.output, lambda path: write_fused_image(path, rgb, ct, mri, pair))]
+        writes = [(job.output, lambda path: write_fused_image(path, rgb, ct, mri, pair, self.options.series))]
         side = self._side_path(job)
         if side is not None:
             writes.append((side, lambda path: io.write_png(path, side_by_side(prepared, rgb))))
@@ -309,13 +314,13 @@ def _is_nifti(path: Path) -> bool:
 
 
 def write_volume(path: Path, fused: np.ndarray, ct: MedicalImage, mri: MedicalImage,
-                 modality_pair: str = "ct-mri") -> None:
+                 modality_pair: str = "ct-mri", series: SeriesLabel | None = None) -> None:
     from medfuse.runtime import io
 
     if _is_nifti(path):
         io.write_nifti(path, fused, ct)
     else:
-        io.write_dicom_series(path, fused, ct, extra_sources=[mri], modality_pair=modality_pair)
+        io.write_dicom_series(path, fused, ct, extra_sources=[mri], modality_pair=modality_pair, series_label=series)
 
 
 def fuse_volume_images(fuser: Fuser, ct: MedicalImage, mri: MedicalImage, workers: int | None = None,
@@ -346,7 +351,7 @@ def fuse_volume(fuser: Fuser, ct_path: Path, mri_path: Path, out: Path, options:
     outcome = Outcome(f"{ct_path.name} + {mri_path.name}", out,
                       extra={"slices": ct.depth, "seconds": round(time.perf_counter() - started, 3)})
     middle = min(work.keep)
-    writes = [(out, lambda path: write_volume(path, work.fused, ct, mri, fuser.modality_pair))]
+    writes = [(out, lambda path: write_volume(path, work.fused, ct, mri, fuser.modality_pair, options.series))]
     if options.side_by_side is not None:
         figure = side_by_side(work.prepared[middle], work.fused[middle])
         writes.append((options.side_by_side, lambda path: io.write_png(path, figure)))

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .dicom_write import write_dicom_secondary_capture, write_dicom_series
+from .dicom_write import SeriesLabel, write_dicom_secondary_capture, write_dicom_series
 from .errors import MedfuseError
 from .image import MedicalImage
 from .readers import SUPPORTED, find_reader
 from .writers import write_nifti, write_png
 
 __all__ = [
+    "SeriesLabel",
     "SUPPORTED",
     "check_finite",
     "MedicalImage",

@@ -35,6 +35,8 @@ class Request:
     overwrite: bool = False
     workers: int | None = None
     threads: int | None = None  # ONNX Runtime intra-op threads on the CPU (default: physical cores)
+    series_number: int | None = None  # DICOM outputs' SeriesNumber (default 1000)
+    series_description: str | None = None  # DICOM outputs' SeriesDescription (default "medfuse <PAIR> fusion")
 
 
 def _console():
@@ -48,6 +50,7 @@ def _plan(req: Request) -> tuple[str, inputs.Matching | None]:
     mode = inputs.detect_mode(req.ct, req.mri, req.output)
     if req.slice_index is not None and mode != "pair":
         raise MedfuseError("--slice picks one slice for a 2D output; name a .png or .dcm output to use it")
+    _check_series_label(req, mode)
     inputs.refuse_unsafe_outputs(mode, req.ct, req.mri, req.output, req.side_by_side)
     matching = None
     targets = [req.output]
@@ -61,6 +64,26 @@ def _plan(req: Request) -> tuple[str, inputs.Matching | None]:
     inputs.refuse_existing(targets, req.overwrite)
     inputs.refuse_unwritable(targets)
     return mode, matching
+
+
+def _series_label(req: Request):
+    """The DICOM outputs' series number and description (validated), or None for medfuse's own."""
+    if req.series_number is None and req.series_description is None:
+        return None
+    from medfuse.runtime.dicom_write import SeriesLabel
+
+    number = 1000 if req.series_number is None else req.series_number
+    return SeriesLabel(number, req.series_description)
+
+
+def _check_series_label(req: Request, mode: str) -> None:
+    if _series_label(req) is None:
+        return
+    nifti = req.output.name.lower().endswith((".nii", ".nii.gz"))
+    dicom_out = (mode == "pair" and req.output.suffix.lower() == ".dcm") or (mode == "volume" and not nifti)
+    if not dicom_out:
+        raise MedfuseError("--series-number and --series-description label DICOM outputs: name a .dcm output, or "
+                           "an output folder for two DICOM series")
 
 
 def _load(req: Request, mode: str, say):
@@ -97,7 +120,7 @@ def _work(req: Request, mode: str, matching, model, console) -> list:
     from medfuse.runtime.fuse import Fuser, PairOptions, fuse_folder, fuse_pair, fuse_volume
 
     fuser = Fuser(model.runner, model.preprocess, req.batch_size, model.modality_pair)
-    options = PairOptions(req.slice_index, req.side_by_side, req.metrics)
+    options = PairOptions(req.slice_index, req.side_by_side, req.metrics, _series_label(req))
     if mode == "pair":
         job = inputs.PairJob(req.output.stem, req.ct, req.mri, req.output)
         return [fuse_pair(fuser, job, options)]

@@ -14,6 +14,7 @@ from medfuse.runtime.dicom_frames import frame_positions
 from medfuse.runtime.errors import MedfuseError
 
 from medfuse.runtime.io import (
+    SeriesLabel,
     read_image,
     read_volume,
     write_dicom_secondary_capture,
@@ -205,6 +206,27 @@ def test_nifti_refuses_frames_no_affine_can_place(tmp_path):
     assert not (tmp_path / "v.nii").exists()
     fused = write_dicom_series(tmp_path / "fused", np.zeros((3, 8, 8, 3), np.uint8), volume)
     assert [float(pydicom.dcmread(f).ImagePositionPatient[1]) for f in sorted(fused.iterdir())] == [10.0, 16.0, 13.0]
+
+
+def test_series_number_and_description_label_every_file_of_a_series(phantom_dicom_dir, tmp_path):
+    source = read_volume(phantom_dicom_dir / "CT" / "01")
+    label = SeriesLabel(42, "Fusion CT+MR T1")
+    folder = write_dicom_series(tmp_path / "fused", np.zeros((source.depth, 64, 64, 3), np.uint8), source,
+                                series_label=label)
+    headers = [pydicom.dcmread(f) for f in sorted(folder.iterdir())]
+    assert {(ds.SeriesNumber, ds.SeriesDescription) for ds in headers} == {(42, "Fusion CT+MR T1")}
+    assert dciodvfy_errors(sorted(folder.iterdir())[0]) == []
+    default = pydicom.dcmread(write_dicom_secondary_capture(tmp_path / "d.dcm", np.zeros((128, 128, 3), np.uint8),
+                                                            _ct_small(), modality_pair="pet-mri"))
+    assert (default.SeriesNumber, default.SeriesDescription) == (1000, "medfuse PET-MRI fusion")
+
+
+@pytest.mark.parametrize("number, description, needle", [
+    (2**31, None, "32-bit SeriesNumber"), (1, "x" * 65, "at most 64 characters"), (1, "a\\b", "backslash"),
+    (1, "line\nbreak", "control characters")])
+def test_series_labels_dicom_cannot_hold_are_refused(number, description, needle):
+    with pytest.raises(MedfuseError, match=needle):
+        SeriesLabel(number, description)
 
 
 def test_fused_pixels_off_the_reference_grid_are_refused(phantom_dicom_dir, tmp_path):

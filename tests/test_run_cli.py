@@ -536,3 +536,22 @@ def test_volumes_no_nifti_affine_places_are_refused_before_fusing(capsys, tmp_pa
     code, _, err = medfuse_run(capsys, ct, mri, "-o", tmp_path / "f.nii.gz", "--model", model)
     _one_line_error(code, err, "not evenly spaced along one direction")
     assert "ct.dcm" in err and not (tmp_path / "f.nii.gz").exists()
+
+
+def test_series_number_and_description_of_dicom_outputs(capsys, tmp_path, model, phantom_dicom_dir):
+    ct, mri = phantom_dicom_dir / "CT" / "01", phantom_dicom_dir / "MRI" / "01"
+    code, _, err = medfuse_run(capsys, ct, mri, "-o", tmp_path / "series", "--model", model,
+                               "--series-number", "7", "--series-description", "Fusion CT+MR T1")
+    assert code == 0, err
+    headers = [pydicom.dcmread(f) for f in sorted((tmp_path / "series").iterdir())]
+    assert {(ds.SeriesNumber, ds.SeriesDescription) for ds in headers} == {(7, "Fusion CT+MR T1")}
+    code, _, err = medfuse_run(capsys, ct / "01002.dcm", mri / "01002.dcm", "-o", tmp_path / "one.dcm", "--model",
+                               model, "--series-description", "Fusion")
+    assert code == 0 and pydicom.dcmread(tmp_path / "one.dcm").SeriesDescription == "Fusion", err
+    code, _, err = medfuse_run(capsys, ct / "01002.dcm", mri / "01002.dcm", "-o", tmp_path / "one.png", "--model",
+                               model, "--series-number", "7")
+    _one_line_error(code, err, "label DICOM outputs")
+    code, _, err = medfuse_run(capsys, ct, mri, "-o", tmp_path / "long", "--model", model,
+                               "--series-description", "x" * 65)
+    _one_line_error(code, err, "at most 64 characters")
+    assert not (tmp_path / "one.png").exists() and not (tmp_path / "long").exists()
