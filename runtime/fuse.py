@@ -22,7 +22,7 @@ import numpy as np
 from medfuse.runtime.backends.base import Runner
 from medfuse.runtime.errors import MedfuseError
 from medfuse.runtime.image import MedicalImage
-from medfuse.runtime.inputs import PairJob
+from medfuse.runtime.inputs import PairJob, is_nifti
 from medfuse.runtime.preprocess import PreparedPair, PreprocessConfig, check_volume_pair, prepare_pair, to_uint8_image
 from medfuse.runtime.writers import dicom_affine
 
@@ -309,15 +309,11 @@ class VolumeWork:
         return Outcome(f"slice {index}", None, error_text(err))
 
 
-def _is_nifti(path: Path) -> bool:
-    return path.name.lower().endswith((".nii", ".nii.gz"))
-
-
 def write_volume(path: Path, fused: np.ndarray, ct: MedicalImage, mri: MedicalImage,
                  modality_pair: str = "ct-mri", series: SeriesLabel | None = None) -> None:
     from medfuse.runtime import io
 
-    if _is_nifti(path):
+    if is_nifti(path):
         io.write_nifti(path, fused, ct)
     else:
         io.write_dicom_series(path, fused, ct, extra_sources=[mri], modality_pair=modality_pair, series_label=series)
@@ -344,7 +340,7 @@ def fuse_volume(fuser: Fuser, ct_path: Path, mri_path: Path, out: Path, options:
     from medfuse.runtime import io
 
     ct, mri = io.read_volume(ct_path), io.read_volume(mri_path)
-    if _is_nifti(out):
+    if is_nifti(out):
         dicom_affine(ct)  # slices no NIfTI affine places are refused before the fusing, not after
     started = time.perf_counter()
     work = fuse_volume_images(fuser, ct, mri, workers, on_done, on_start)

@@ -25,7 +25,7 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 MODES = ("pair", "folder", "volume")
 
 
-def _is_nifti(path: Path) -> bool:
+def is_nifti(path: Path) -> bool:
     return path.name.lower().endswith(NIFTI_SUFFIXES)
 
 
@@ -99,7 +99,7 @@ def detect_mode(ct: Path, mri: Path, out: Path) -> str:
         return "volume" if series else "folder"
     if kind == "image":
         return "pair"
-    if kind == "folder" and _is_nifti(ct) and _is_nifti(mri):
+    if kind == "folder" and is_nifti(ct) and is_nifti(mri):
         # NIfTI voxel axes are not DICOM's patient axes: written slice by slice the series came out
         # transposed (and, for RAS data, mirrored left-right), with no patient identity or geometry.
         raise MedfuseError("a NIfTI pair cannot be written as a DICOM series (its voxel order is not DICOM's "

@@ -79,9 +79,8 @@ def _series_label(req: Request):
 def _check_series_label(req: Request, mode: str) -> None:
     if _series_label(req) is None:
         return
-    nifti = req.output.name.lower().endswith((".nii", ".nii.gz"))
-    dicom_out = (mode == "pair" and req.output.suffix.lower() == ".dcm") or (mode == "volume" and not nifti)
-    if not dicom_out:
+    to_dicom = {"pair": req.output.suffix.lower() == ".dcm", "volume": not inputs.is_nifti(req.output)}
+    if not to_dicom.get(mode, False):  # folders of pairs are written as PNG
         raise MedfuseError("--series-number and --series-description label DICOM outputs: name a .dcm output, or "
                            "an output folder for two DICOM series")
 
