@@ -23,6 +23,7 @@ from medfuse.runtime.versions import version_option
 from medfuse.runtime.errors import MedfuseError, run_cli
 
 EXIT_PARITY_FAILED = 1
+PAIRED_TITLE = "which wins hold pair by pair (95 % bootstrap interval of the mean difference)"
 
 app = typer.Typer(pretty_exceptions_enable=False, no_args_is_help=True, add_completion=False,
                   help="Benchmarks of medfuse: latency, parity with PyTorch, and fusion quality against baselines.")
@@ -143,6 +144,8 @@ def _print(res: SuiteResult, sections: tuple[str, ...]) -> None:
                                         f"fusion quality (SSIM data_range {res.settings['ssim_data_range']:g})"))
         if res.wins:
             console.print(tables.rich_table(tables.wins_table(res.wins), "medfuse against each baseline"))
+        if res.paired:
+            console.print(tables.rich_table(tables.paired_table(res.paired), PAIRED_TITLE))
 
 
 def _write_json(path: Path | None, res: SuiteResult) -> None:

@@ -50,6 +50,13 @@ class QualityRow:
 class QualityResult:
     rows: list[QualityRow]
     examples: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # pair -> column -> uint8 image
+    scores: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # method -> each pair's metrics
+
+    def paired(self, metrics: Sequence[str] = SCORED_METRICS) -> list[dict]:
+        """Which of the table's wins hold pair by pair (benchmarks/paired.py)."""
+        from medfuse.benchmarks.paired import paired_wins
+
+        return paired_wins(self.scores, {r.method: r.kind for r in self.rows}, metrics)
 
 
 def _row(method: str, kind: str, scores: list[dict[str, float]], data_range: float) -> QualityRow:
@@ -121,6 +128,7 @@ def evaluate(pairs: Sequence[Pair], found: EngineSet | None = None, baselines: S
 
     def score(method: str, kind: str, images: Sequence[Fused]) -> None:
         scores = [_scores(img, p, ssim_data_range) for img, p in zip(images, pairs)]
+        result.scores[method] = scores
         result.rows.append(_row(method, kind, scores, ssim_data_range))
         for (_, shown), p in zip(images[:keep_examples], pairs):
             result.examples[p.name][method] = shown

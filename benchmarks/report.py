@@ -82,6 +82,10 @@ def render_markdown(doc: dict, images: list[str]) -> str:
     if doc["wins"]:
         lines += _section("medfuse against each baseline", tables.wins_table(doc["wins"]),
                           "Higher is better on each of EN, SD, SF, MI, SCD, VIF, Qabf, SSIM.")
+    if doc.get("paired"):
+        lines += _section("Which wins hold pair by pair", tables.paired_table(doc["paired"]),
+                          "A win holds when the 95 % bootstrap interval of the mean per-pair difference lies "
+                          "above zero; results.json gives each metric's mean, interval and pairs won.")
     lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in images] + [""]
     return "\n".join(lines)
 

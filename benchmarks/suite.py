@@ -60,6 +60,7 @@ class SuiteResult:
     parity: list[dict] = field(default_factory=list)
     quality: list[dict] = field(default_factory=list)
     wins: list[dict] = field(default_factory=list)
+    paired: list[dict] = field(default_factory=list)  # whether each win holds per pair (paired.py)
     examples: dict = field(default_factory=dict)  # pair -> column -> uint8 image (not in JSON)
     flops_per_image: int | None = None
 
@@ -106,6 +107,7 @@ def _quality(opts: BenchOptions, found: EngineSet, pairs, res: SuiteResult, prog
     out = quality.evaluate(pairs, found, opts.baselines, opts.ssim_data_range, opts.examples, tick)
     res.quality = [r.to_dict() for r in out.rows]
     res.wins = quality.wins(out.rows)
+    res.paired = out.paired()
     res.examples = out.examples
 
 

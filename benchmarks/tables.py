@@ -83,6 +83,18 @@ def wins_table(rows: Sequence[dict]) -> Table:
         [method, *[cells.get(v, "-") for v in versus]] for method, cells in body.items()]
 
 
+def paired_table(rows: Sequence[dict]) -> Table:
+    """One row per medfuse engine and baseline: the wins that hold per pair, the ties, the losses."""
+    head = ["medfuse engine", "versus", "wins that hold", "ties", "losses"]
+    body = []
+    for r in rows:
+        by = {v: [m["metric"] for m in r["metrics"] if m["verdict"] == v] for v in ("win", "tie", "loss")}
+        n = len(r["metrics"])
+        body.append([r["method"], r["versus"], f"{len(by['win'])}/{n} ({', '.join(by['win']) or 'none'})",
+                     ", ".join(by["tie"]) or "-", ", ".join(by["loss"]) or "-"])
+    return head, body
+
+
 def skipped_table(rows: Sequence[dict]) -> Table:
     return ["engine", "skipped because"], [[r["name"], r["reason"]] for r in rows]
 

@@ -126,6 +126,29 @@ def test_quality_with_tiny_model_rows_and_wins(tiny, tmp_path):
         ("maximum", "baseline"), ("laplacian", "baseline"), ("onnxruntime-int8", "medfuse")]
     assert [(w["method"], w["versus"], w["of"]) for w in doc["wins"]] == [
         ("onnxruntime-int8", "maximum", 8), ("onnxruntime-int8", "laplacian", 8)]
+    # each win of the table checked pair by pair: the mean difference is the table's
+    means = {r["method"]: r for r in doc["quality"]}
+    for versus in doc["paired"]:
+        assert [m["metric"] for m in versus["metrics"]] == ["EN", "SD", "SF", "MI", "SCD", "VIF", "Qabf", "SSIM"]
+        for m in versus["metrics"]:
+            table_diff = means["onnxruntime-int8"][m["metric"]] - means[versus["versus"]][m["metric"]]
+            assert m["mean"] == pytest.approx(table_diff, abs=1e-9) and m["low"] <= m["mean"] <= m["high"]
+    assert "which wins hold pair by pair" in result.output
+
+
+def test_a_win_holds_only_when_its_interval_clears_zero():
+    from medfuse.benchmarks.paired import compare
+
+    base = [{"Qabf": v} for v in np.linspace(0.5, 0.9, 40)]
+    ahead = [{"Qabf": b["Qabf"] + 0.01} for b in base]
+    coin = [{"Qabf": b["Qabf"] + (0.01 if i % 2 else -0.0099)} for i, b in enumerate(base)]  # mean +0.00005
+    behind = [{"Qabf": b["Qabf"] - 0.002} for b in base]
+    win, tie, loss = (compare(m, base, "Qabf") for m in (ahead, coin, behind))
+    assert win["verdict"] == "win" and win["won"] == 40 and win["low"] == pytest.approx(0.01)
+    assert tie["verdict"] == "tie" and tie["mean"] > 0 and tie["low"] < 0 < tie["high"] and tie["won"] == 20
+    assert loss["verdict"] == "loss" and loss["won"] == 0
+    with_nan = compare([*ahead[:3], {"Qabf": float("nan")}], base[:4], "Qabf")
+    assert with_nan["pairs"] == 3 and with_nan["verdict"] == "win"
 
 
 def test_unknown_baseline_is_a_user_error():

@@ -60,6 +60,7 @@ def test_report_md_tables(report_dir, tiny):
     assert "## Model" in md and f"checkpoint `{tiny.checkpoint}`" in md  # which model the figures are of
     assert f"artifacts `{tiny.artifacts}`, exported from checkpoint sha256" in md
     assert "| onnxruntime-int8 | int8 | 2 |" in md  # parity says how many pairs it compared
+    assert "## Which wins hold pair by pair" in md and "| wins that hold | ties | losses |" in md
 
 
 @pytest.mark.parametrize("name, min_w, min_h", [("latency.png", 400, 250), ("quality.png", 800, 300),
