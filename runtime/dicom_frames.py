@@ -50,6 +50,12 @@ def has_frames(ds: Dataset) -> bool:
     return frame_count(ds) > 1 or "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds
 
 
+def first_frame(ds: Dataset) -> int | None:
+    """The frame to read a file's first (or only) slice from: 0 in a multi-frame or enhanced file,
+    None in a classic one (whose attributes are at the top level)."""
+    return 0 if has_frames(ds) else None
+
+
 def plane_value(ds: Dataset, frame: int | None, key: str) -> Any:
     """An Image Plane attribute (a key of PLANE_GROUPS) of one frame (None: a classic file): the
     frame's own or the shared functional group first, then the top level; None when absent. A
@@ -71,10 +77,8 @@ def slice_source(image: MedicalImage, index: int = 0) -> tuple[Dataset, int | No
     if not image.datasets:
         return None
     ds = image.datasets[min(index, len(image.datasets) - 1)]
-    if not has_frames(ds):
-        return ds, None
-    if frame_count(ds) == 1:  # a one-frame enhanced file (alone, or one file of a series of them)
-        return ds, 0
+    if frame_count(ds) == 1:  # a classic file, or a one-frame enhanced one (alone or one of a series)
+        return ds, first_frame(ds)
     return ds, (index if image.is_volume else image.slice_index or 0)
 
 
@@ -88,7 +92,7 @@ class SlicePlane:
 
     @property
     def normal(self) -> np.ndarray:
-        return np.cross(self.orientation[:3], self.orientation[3:])
+        return _normal(self.orientation)
 
 
 def _floats(value: Any, count: int) -> np.ndarray | None:
@@ -97,6 +101,14 @@ def _floats(value: Any, count: int) -> np.ndarray | None:
     except (TypeError, ValueError):
         return None
     return array if array.shape == (count,) and np.isfinite(array).all() else None
+
+
+def _orientation(source: tuple[Dataset, int | None]) -> np.ndarray | None:
+    return _floats(plane_value(*source, "ImageOrientationPatient") or (), 6)
+
+
+def _normal(orientation: np.ndarray) -> np.ndarray:
+    return np.cross(orientation[:3], orientation[3:])
 
 
 def _position(source: tuple[Dataset, int | None]) -> np.ndarray | None:
@@ -114,7 +126,7 @@ def slice_plane(image: MedicalImage, index: int = 0) -> SlicePlane | None:
     source = slice_source(image, index)
     if source is None:
         return None
-    orientation = _floats(plane_value(*source, "ImageOrientationPatient") or (), 6)
+    orientation = _orientation(source)
     if orientation is None:
         return None
     thickness = plane_value(*source, "SliceThickness")
@@ -129,10 +141,10 @@ POSITION_TOLERANCE_MM = 0.01  # slices closer than this along the normal are at 
 def positions_along_normal(sources: list[tuple[Dataset, int | None]]) -> list[float | None] | None:
     """Each (header, frame)'s position along the first one's slice normal (None for one without a
     position); None when the first has no orientation."""
-    orientation = _floats(plane_value(*sources[0], "ImageOrientationPatient") or (), 6) if sources else None
+    orientation = _orientation(sources[0]) if sources else None
     if orientation is None:
         return None
-    normal = np.cross(orientation[:3], orientation[3:])
+    normal = _normal(orientation)
     return [None if p is None else float(np.dot(normal, p)) for p in map(_position, sources)]
 
 
@@ -143,7 +155,7 @@ def frame_positions(ds: Dataset) -> list[float | None] | None:
 
 def file_positions(datasets: list[Dataset]) -> list[float | None] | None:
     """Each file's position in a series (one slice per file; enhanced one-frame files too)."""
-    return positions_along_normal([(ds, 0 if has_frames(ds) else None) for ds in datasets])
+    return positions_along_normal([(ds, first_frame(ds)) for ds in datasets])
 
 
 def slice_positions(volume: MedicalImage) -> list[float | None] | None:

@@ -20,9 +20,9 @@ from .dicom_frames import (
     distinct_positions,
     file_positions,
     frame_count,
+    first_frame,
     frame_positions,
     group_item,
-    has_frames,
     plane_value,
 )
 from .errors import MedfuseError
@@ -133,7 +133,7 @@ def _to_values(raw: np.ndarray, ds: Dataset) -> np.ndarray:
 def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
     """PixelSpacing (an enhanced file's first frame's, from its functional groups), else the
     detector's ImagerPixelSpacing (projection images)."""
-    value = plane_value(ds, 0 if has_frames(ds) else None, "PixelSpacing") or ds.get("ImagerPixelSpacing")
+    value = plane_value(ds, first_frame(ds), "PixelSpacing") or ds.get("ImagerPixelSpacing")
     return tuple(float(v) for v in value) if value else None
 
 
