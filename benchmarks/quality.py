@@ -11,6 +11,10 @@ coloured the same way. The metrics read the fused luma itself (before colouring,
 at the RGB cube would otherwise move it), and `ChromaErr` is the mean absolute Cr/Cb difference
 (0-255) of the coloured result against the functional image inside its tracer uptake
 (runtime/color.py): how well the colour map survived.
+
+CT-MRI pairs: `CTDim` is how many grey levels the fusion loses against CT where CT is bright
+(bone, calcification; runtime/metrics.py): what a radiologist checks first and the eight metrics
+do not measure. Both are reported, lower is better, and never counted as wins.
 """
 
 from __future__ import annotations
@@ -23,13 +27,13 @@ import numpy as np
 from medfuse.benchmarks.baselines import BASELINE_NAMES, MAXIMUM_OF_INPUTS, fuse_to_uint8
 from medfuse.benchmarks.data import Pair
 from medfuse.benchmarks.engines import EngineSet, run_batched
-from medfuse.runtime.color import chroma_error, luma_of_channels, merge_luma_chroma, split_luma_chroma
-from medfuse.runtime.metrics import DEFAULT_SSIM_DATA_RANGE, METRIC_NAMES, fusion_metrics
+from medfuse.benchmarks.tables import EXTRA_METRICS
+from medfuse.runtime.color import CHROMA_METRIC, chroma_error, luma_of_channels, merge_luma_chroma, split_luma_chroma
+from medfuse.runtime.metrics import CT_DIM_METRIC, DEFAULT_SSIM_DATA_RANGE, METRIC_NAMES, ct_dimming, fusion_metrics
 from medfuse.runtime.preprocess import PreparedPair, PreprocessConfig, prepare_pair, to_uint8_image
 
 # The eight metrics issue 7's acceptance counts (AG and PSNR are reported, not counted).
 SCORED_METRICS = ("EN", "SD", "SF", "MI", "SCD", "VIF", "Qabf", "SSIM")
-CHROMA_METRIC = "ChromaErr"  # functional pairs only; lower is better, not counted in wins
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,7 @@ class QualityResult:
 
 
 def _row(method: str, kind: str, scores: list[dict[str, float]], data_range: float) -> QualityRow:
-    names = METRIC_NAMES + ((CHROMA_METRIC,) if scores and CHROMA_METRIC in scores[0] else ())
+    names = METRIC_NAMES + tuple(m for m in EXTRA_METRICS if scores and m in scores[0])
     table = {m: np.array([s[m] for s in scores], dtype=np.float64) for m in names}
     finite = {m: v[np.isfinite(v)] for m, v in table.items()}
     mean = {m: float(v.mean()) if v.size else float("nan") for m, v in finite.items()}
@@ -114,6 +118,8 @@ def _scores(fused: Fused, p: Pair, ssim_data_range: float) -> dict[str, float]:
     out = fusion_metrics(scored, p.ref_ct, p.ref_mri, ssim_data_range=ssim_data_range)
     if p.source_rgb is not None:
         out[CHROMA_METRIC] = chroma_error(shown, p.source_rgb)
+    else:
+        out[CT_DIM_METRIC] = ct_dimming(scored, p.ref_ct)
     return out
 
 

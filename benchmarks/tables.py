@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from medfuse.runtime.metrics import METRIC_NAMES
+from medfuse.runtime.color import CHROMA_METRIC
+from medfuse.runtime.metrics import CT_DIM_METRIC, METRIC_NAMES
 
 Table = tuple[list[str], list[list[str]]]
 
 METRIC_DIGITS = {"EN": 3, "SD": 2, "SF": 2, "AG": 2, "MI": 3, "SCD": 3, "VIF": 3, "Qabf": 3, "SSIM": 3, "PSNR": 2,
-                 "ChromaErr": 2}
-CHROMA_METRIC = "ChromaErr"  # functional (PET/SPECT) pairs only: benchmarks/quality.py
+                 CHROMA_METRIC: 2, CT_DIM_METRIC: 2}
+# Reported where a row has them (benchmarks/quality.py), lower is better, never counted as wins:
+# ChromaErr for functional (PET/SPECT) pairs, CTDim for CT-MRI.
+EXTRA_METRICS = (CHROMA_METRIC, CT_DIM_METRIC)
 PARITY_DELTAS = ("MI", "SSIM", "Qabf", "VIF")
 
 
@@ -65,7 +68,7 @@ def parity_table(rows: Sequence[dict]) -> Table:
 
 def quality_table(rows: Sequence[dict], metrics: Sequence[str] | None = None) -> Table:
     if metrics is None:
-        metrics = METRIC_NAMES + ((CHROMA_METRIC,) if any(CHROMA_METRIC in r for r in rows) else ())
+        metrics = METRIC_NAMES + tuple(m for m in EXTRA_METRICS if any(m in r for r in rows))
     head = ["method", "kind", "pairs", *metrics]
     body = [[r["method"], r["kind"], str(r["pairs"]), *[num(r[m], METRIC_DIGITS.get(m, 3)) for m in metrics]]
             for r in rows]

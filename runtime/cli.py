@@ -68,7 +68,8 @@ SideOpt = Annotated[Optional[Path], typer.Option("--side-by-side", metavar="PATH
                                                  help="Also write a CT | MRI | fused PNG (a folder for folders).")]
 MetricsOpt = Annotated[bool, typer.Option("--metrics", help="Fusion quality metrics (EN, SD, SF, AG, MI, SCD, VIF, "
                                                             "Qabf, SSIM, PSNR) of each pair; PET/SPECT "
-                                                            "models: on the fused luma, plus ChromaErr.")]
+                                                            "models: on the fused luma, plus ChromaErr; "
+                                                            "CT-MRI: plus CTDim (bone darkened).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout (messages go to stderr).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Threads decoding and writing "

@@ -15,6 +15,7 @@ COLORMAPS = {"hot": cv2.COLORMAP_HOT, "jet": cv2.COLORMAP_JET, "inferno": cv2.CO
 # Where the source shows tracer: luma above this (0-255 scale). Pseudo-colour maps draw no uptake
 # black, so this keeps the coloured region and leaves the black background out.
 UPTAKE_LUMA = 25.0
+CHROMA_METRIC = "ChromaErr"  # chroma_error as medfuse-bench and medfuse-run --metrics name it
 
 
 def _rgb01(rgb: np.ndarray) -> np.ndarray:

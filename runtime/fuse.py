@@ -184,8 +184,9 @@ def side_by_side(prepared: PreparedPair, fused_rgb: np.ndarray, gap: int = 4) ->
 
 def pair_metrics(prepared: PreparedPair, fused_rgb: np.ndarray, fused: np.ndarray | None = None) -> dict[str, float]:
     """Fusion metrics; a functional pair's on the fused luma (`fused`, before colouring moves it at
-    the RGB cube's edge, as medfuse-bench scores it) plus ChromaErr against the source's colours."""
-    from medfuse.runtime.metrics import fusion_metrics  # numpy+OpenCV; only --metrics pays for it
+    the RGB cube's edge, as medfuse-bench scores it) plus ChromaErr against the source's colours;
+    a CT-MRI pair's plus CTDim (how much CT's bone is darkened)."""
+    from medfuse.runtime.metrics import CT_DIM_METRIC, ct_dimming, fusion_metrics  # numpy+OpenCV; only --metrics pays for it
 
     ct, mri = panels(prepared)
     scored = fused_rgb
@@ -195,9 +196,11 @@ def pair_metrics(prepared: PreparedPair, fused_rgb: np.ndarray, fused: np.ndarra
         scored = to_uint8_image(luma_of_channels(fused)[None], prepared.geometry)
     out = fusion_metrics(scored, ct, mri)
     if prepared.chroma is not None:
-        from medfuse.runtime.color import chroma_error
+        from medfuse.runtime.color import CHROMA_METRIC, chroma_error
 
-        out["ChromaErr"] = chroma_error(fused_rgb, ct)
+        out[CHROMA_METRIC] = chroma_error(fused_rgb, ct)
+    else:
+        out[CT_DIM_METRIC] = ct_dimming(scored, ct)
     return {k: round(float(v), 4) for k, v in out.items()}
 
 

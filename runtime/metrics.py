@@ -19,6 +19,11 @@ recent CT-MRI papers cite, so that figures here can be set beside theirs:
   here the ratio is 1 there (the Xydeas-Petrovic definition). The two differ by < 0.06 %.
 - SCD: a correlation whose one side is constant is 0 here (the evaluator returns NaN).
 
+One figure is medfuse's own, reported beside the standard ones and never counted as a win:
+CTDim, how much a CT-MRI fusion darkens CT's bright structures (bone, calcification). The
+standard metrics do not see it, and some reward it: a fusion that averages CT's white bone with
+MRI's dark bone scores more entropy and edge transfer (benchmarks/RESULTS.md, seventeenth session).
+
 numpy and OpenCV only: this module is part of the lean runtime (`medfuse-run --metrics`).
 """
 
@@ -32,6 +37,10 @@ import numpy as np
 METRIC_NAMES = ("EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM", "PSNR")
 DEFAULT_SSIM_DATA_RANGE = 255.0
 LEVELS = 256
+CT_DIM_METRIC = "CTDim"
+# CT's "high intensity" pixels as the spec's medical loss term masks them (gray > 0.5): in a CT
+# window, bone and calcification.
+CT_BRIGHT_LEVEL = 127.5
 
 # Xydeas-Petrovic edge-preservation constants (gradient strength g, orientation a).
 _QABF_G = (0.9994, -15.0, 0.5)
@@ -233,6 +242,19 @@ def qabf(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
         return 0.0
     q = _edge_preservation(ga, aa, gf, af) * ga + _edge_preservation(gb, ab, gf, af) * gb
     return float(np.sum(q) / weight)
+
+
+def ct_dimming(fused: np.ndarray, ct: np.ndarray, level: float = CT_BRIGHT_LEVEL) -> float:
+    """CTDim: mean grey levels (0-255) by which the fusion is darker than CT where CT is brighter
+    than `level`; 0 = bone kept as bright as in CT (the pixel maximum). Brighter is not counted
+    (MRI's brighter pixels may win there). NaN when the CT has no such pixels."""
+    f, c = to_gray255(fused), to_gray255(ct)
+    if f.shape != c.shape:
+        raise ValueError(f"fused and CT shapes differ: {f.shape}, {c.shape}")
+    bright = c > level
+    if not bright.any():
+        return float("nan")
+    return float(np.maximum(c[bright] - f[bright], 0.0).mean())
 
 
 # ---------------------------------------------------------------- all together

@@ -76,6 +76,9 @@ def test_quality_command_baselines_only_on_phantoms(tmp_path):
         assert all(np.isfinite(r[m]) for m in METRIC_NAMES)
     # the maximum keeps the brighter source everywhere: more contrast than the average
     assert rows["maximum"]["SD"] > rows["average"]["SD"]
+    # and CT's bone as bright as in CT, where averaging with MRI greys it
+    assert rows["maximum"]["CTDim"] == 0.0 and rows["average"]["CTDim"] > 10 and rows["laplacian"]["CTDim"] > 0
+    assert "CTDim" in result.output
     assert "data_range 2" in result.output
 
 

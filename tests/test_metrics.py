@@ -183,3 +183,20 @@ def test_qabf_gradients_follow_the_evaluator_sign_convention(textured, other, mo
     monkeypatch.setattr(M, "_sobel", _evaluator_sobel)
     reference = [M.qabf(*case) for case in cases]
     assert ours == pytest.approx(reference, abs=1e-12)
+
+
+def test_ct_dimming_counts_only_darkened_bright_ct():
+    ct = np.zeros((8, 8), np.uint8)
+    ct[:, :2] = 250  # bone: 16 pixels above mid-grey
+    ct[:, 2:4] = 120  # soft tissue, below the level: not counted
+    mri = np.full((8, 8), 60, np.uint8)
+    assert M.ct_dimming(np.maximum(ct, mri), ct) == 0.0
+    assert M.ct_dimming((ct.astype(float) + mri) / 2, ct) == pytest.approx((250 - 155) / 1)
+    brighter = ct.copy()
+    brighter[:, 2:4] = 0  # soft tissue darkened: outside the mask
+    brighter[0, :2] = 255  # brighter than CT in bone: not a loss
+    brighter[1, :2] = 230  # two bone pixels 20 levels darker
+    assert M.ct_dimming(brighter, ct) == pytest.approx(2 * 20 / 16)
+    assert math.isnan(M.ct_dimming(mri, np.full((8, 8), 100, np.uint8)))
+    with pytest.raises(ValueError):
+        M.ct_dimming(mri[:4], ct)

@@ -246,6 +246,7 @@ def test_side_by_side_and_metrics(capsys, tmp_path, model, phantom_dir):
     np.testing.assert_array_equal(sbs[:, -64:], read_png_rgb(tmp_path / "f.png"))
     metrics = json.loads(stdout)["outputs"][0]["metrics"]
     assert {"EN", "SSIM", "Qabf", "PSNR"} <= set(metrics) and metrics["EN"] > 0
+    assert metrics["CTDim"] >= 0 and "ChromaErr" not in metrics  # a CT-MRI pair: bone brightness, no colour
 
 
 def test_window_and_clahe_overrides_change_preprocessing(capsys, tmp_path, model, phantom_dicom_dir):
