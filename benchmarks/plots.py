@@ -73,7 +73,7 @@ def quality_chart(rows: Sequence[dict], path: Path, metrics: Sequence[str] = MET
         bar = next((r[metric] for r in rows if r["method"] == "maximum"), None)
         if bar is not None and np.isfinite(bar):  # the pixel maximum: the baseline to beat
             ax.axhline(bar, color="black", linestyle="--", linewidth=0.8)
-        ax.set_title(metric)
+        ax.set_title(metric if metric in METRIC_NAMES else f"{metric} (lower is better)")
         ax.set_xticks(range(len(rows)), methods, rotation=60, ha="right", fontsize=7)
     for ax in np.ravel(axes)[len(metrics):]:
         ax.axis("off")

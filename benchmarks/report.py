@@ -122,7 +122,7 @@ def write_report(out_dir: Path, res: SuiteResult, machine: dict) -> list[Path]:
     if doc["latency"]:
         written.append(plots.latency_chart(doc["latency"], out_dir / LATENCY_PNG, _machine_line(doc)))
     if doc["quality"]:
-        written.append(plots.quality_chart(doc["quality"], out_dir / QUALITY_PNG))
+        written.append(plots.quality_chart(doc["quality"], out_dir / QUALITY_PNG, tables.quality_metrics(doc["quality"])))
     if res.examples:
         written.append(plots.comparison_grid(res.examples, out_dir / GRID_PNG))
     _write_text(out_dir / RESULTS_JSON, json.dumps(doc, indent=2, allow_nan=False) + "\n")

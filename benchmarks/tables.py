@@ -66,9 +66,14 @@ def parity_table(rows: Sequence[dict]) -> Table:
     return head, body
 
 
+def quality_metrics(rows: Sequence[dict]) -> tuple[str, ...]:
+    """The metric columns of quality rows: the standard ten, then the extras the rows carry."""
+    return METRIC_NAMES + tuple(m for m in EXTRA_METRICS if any(m in r for r in rows))
+
+
 def quality_table(rows: Sequence[dict], metrics: Sequence[str] | None = None) -> Table:
     if metrics is None:
-        metrics = METRIC_NAMES + tuple(m for m in EXTRA_METRICS if any(m in r for r in rows))
+        metrics = quality_metrics(rows)
     head = ["method", "kind", "pairs", *metrics]
     body = [[r["method"], r["kind"], str(r["pairs"]), *[num(r[m], METRIC_DIGITS.get(m, 3)) for m in metrics]]
             for r in rows]

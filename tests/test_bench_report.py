@@ -55,6 +55,8 @@ def test_report_md_tables(report_dir, tiny):
         assert f"| {name} | baseline | 4 |" in md
     assert "| onnxruntime-int8 | int8 |" in md and "| pass |" in md
     assert "data_range = 255" in md  # the SSIM choice is visible
+    quality_header = next(line for line in md.splitlines() if line.startswith("| method | kind | pairs |"))
+    assert quality_header.endswith("| PSNR | CTDim |")  # CT-MRI pairs: how much each method darkens bone
     assert "tensorrt" in md and "skipped" in md  # says what did not run here, and why
     assert "![grid](grid.png)" in md
     assert "## Model" in md and f"checkpoint `{tiny.checkpoint}`" in md  # which model the figures are of
