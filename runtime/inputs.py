@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medfuse.runtime.errors import MedfuseError
+from medfuse.runtime.pairing import file_stem
 
 IMAGE_OUTPUTS = (".png", ".dcm")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -110,12 +111,8 @@ def detect_mode(ct: Path, mri: Path, out: Path) -> str:
 
 
 def pair_key(rel: Path) -> str:
-    """Relative path without its suffix (.nii.gz counts as one)."""
-    name = rel.name
-    for suffix in (".nii.gz",):
-        if name.lower().endswith(suffix):
-            return str(rel.with_name(name[: -len(suffix)]))
-    return str(rel.with_suffix(""))
+    """Relative path without its image suffix (.nii.gz counts as one; a UID-named file keeps its digits)."""
+    return str(rel.with_name(file_stem(rel)))
 
 
 @dataclass(frozen=True)

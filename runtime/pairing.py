@@ -17,16 +17,27 @@ from medfuse.runtime.errors import MedfuseError
 SOURCE_DIRS = ("ct", "pet", "spect")  # the first image of a pair: structural CT or a functional map
 MRI_DIRS = ("mri", "mr")
 PAIR_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".nii", ".nii.gz")
+# Every suffix that names an image format. Only these are cut off a name: PACS exports name DICOM
+# files and series folders by UID (1.2.840.113619.2.55.3.11), and a number after a dot is part
+# of such a name, not a format.
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom")
+
+
+def image_suffix(path: Path) -> str | None:
+    """The image-format suffix of a name, lower case (`.nii.gz` as one); "" for a name without one
+    (DICOM files often have none, or end in a UID's digits); None for another format's suffix
+    (.txt, .json: not an image)."""
+    name = path.name.lower()
+    known = next((s for s in IMAGE_SUFFIXES if name.endswith(s)), None)
+    if known is not None:
+        return known
+    other = Path(name).suffix
+    return "" if not other or other[1:].isdigit() else None
 
 
 def file_stem(path: Path) -> str:
-    """The name without its image suffix; `.nii.gz` counts as one suffix."""
-    name = path.name
-    return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else path.stem
-
-
-def _suffix(path: Path) -> str:
-    return ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix.lower()
+    """The name without its image-format suffix (a UID-like name stays whole)."""
+    return path.name[: len(path.name) - len(image_suffix(path) or "")]
 
 
 def find_subfolder(folder: Path, names: tuple[str, ...]) -> Path | None:
@@ -39,7 +50,7 @@ def find_subfolder(folder: Path, names: tuple[str, ...]) -> Path | None:
 
 def images_by_stem(folder: Path, suffixes: tuple[str, ...] = PAIR_SUFFIXES) -> dict[str, Path]:
     return {file_stem(p): p for p in sorted(folder.iterdir())
-            if p.is_file() and not p.name.startswith(".") and _suffix(p) in suffixes}
+            if p.is_file() and not p.name.startswith(".") and image_suffix(p) in suffixes}
 
 
 def find_pairs(folder: str | Path, what: str = "data folder",

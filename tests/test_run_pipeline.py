@@ -101,6 +101,21 @@ def test_pair_keys_strip_one_suffix_and_nii_gz():
     from pathlib import Path
 
     assert pair_key(Path("01/01001.dcm")) == "01/01001" and pair_key(Path("ct.nii.gz")) == "ct"
+    # a UID-named DICOM file (PACS export) keeps its digits: two slices are two keys, not one
+    assert pair_key(Path("s/1.2.826.0.1.3680043.8.498.11")) == "s/1.2.826.0.1.3680043.8.498.11"
+    assert pair_key(Path("1.2.3.4.DCM")) == "1.2.3.4" and pair_key(Path("IM0004")) == "IM0004"
+
+
+def test_image_suffix_knows_formats_uids_and_other_files():
+    from pathlib import Path
+
+    from medfuse.runtime.pairing import file_stem, image_suffix
+
+    cases = {"a.PNG": ".png", "v.nii.gz": ".nii.gz", "x.dicom": ".dicom", "IM0004": "",
+             "1.2.840.10008.5.1.4": "", "notes.txt": None, "meta.json": None}
+    assert {name: image_suffix(Path(name)) for name in cases} == cases
+    assert file_stem(Path("v.nii.gz")) == "v" and file_stem(Path("1.2.840.10008.5.1.4")) == "1.2.840.10008.5.1.4"
+    assert file_stem(Path("notes.txt")) == "notes.txt"
 
 
 def test_mixed_inputs_and_missing_paths(tmp_path):

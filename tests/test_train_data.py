@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import cv2
 import numpy as np
 import pydicom
@@ -97,3 +99,23 @@ def test_series_with_repeated_positions_or_other_slice_counts_are_refused(tmp_pa
     mri_files[2].unlink()
     with pytest.raises(MedfuseError, match="has 3 slices and MRI .* has 2"):
         PairDataset(pairs, CFG)
+
+
+def test_uid_named_files_and_series_folders_pair_by_their_whole_name(tmp_path, pngs):
+    """PACS exports name DICOM files and series folders by UID: a dot followed by digits is part
+    of the name, not a suffix (such files were skipped, and two series taken for one stem)."""
+    uids = ["1.2.826.0.1.3680043.8.498.11", "1.2.826.0.1.3680043.8.498.12"]
+    series = write_phantom_dataset(tmp_path / "s", n_cases=2, slices_per_case=2, size=64, fmt="dicom")
+    for folder in ("CT", "MRI"):
+        slices = sorted((series / folder).glob("*/*.dcm"))[:2]  # case 01's two slices
+        for uid, dcm in zip(uids, slices):
+            shutil.copy(dcm, pngs / folder / uid)
+    (pngs / "MRI" / "notes.json").write_text("{}")  # another format's file: still skipped
+    pairs, _ = find_pairs(pngs, "finetune")
+    assert [p.name for p in pairs] == ["01001", "01002", "02001", "02002", *uids]
+    assert [p.first.name for p in pairs[-2:]] == uids
+    assert len(PairDataset(pairs, CFG)) == 6
+    for folder in ("CT", "MRI"):
+        for case, uid in zip(sorted((series / folder).iterdir()), uids):
+            case.rename(case.parent / uid)
+    assert [p.name for p in find_pairs(series, "finetune")[0]] == uids  # two series, not one shared stem

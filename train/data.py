@@ -29,11 +29,11 @@ from medfuse.runtime.errors import MedfuseError
 from medfuse.runtime.image import MedicalImage
 from medfuse.runtime.io import read_image, read_volume
 from medfuse.runtime.modality import DEFAULT_MODALITY_PAIR, SOURCE_FOLDERS
+from medfuse.runtime.pairing import file_stem, image_suffix
 from medfuse.runtime.preprocess import PreprocessConfig, check_volume_pair, prepare_pair
 
 # Sub-folder names per stage: (3-channel role, 1-channel role).
 STAGE_FOLDERS: dict[str, tuple[str, str]] = {"finetune": ("CT", "MRI"), "pretrain": ("vis", "ir")}
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom", ".nii", ".nii.gz", "")
 VOLUME_SUFFIXES = (".nii", ".nii.gz")
 
 
@@ -44,15 +44,6 @@ class PairSource:
     name: str
     first: Path  # the 3-channel role (CT / visible)
     second: Path  # the 1-channel role (MRI / infrared)
-
-
-def file_stem(path: Path) -> str:
-    name = path.name
-    return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else path.stem
-
-
-def _suffix(path: Path) -> str:
-    return ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix.lower()
 
 
 def _subfolder(root: Path, name: str) -> Path:
@@ -68,8 +59,8 @@ def _sources(folder: Path) -> dict[str, Path]:
     """Stem -> file (or DICOM series folder) for every image in a modality folder."""
     out: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or (path.is_file() and _suffix(path) not in IMAGE_SUFFIXES):
-            continue
+        if path.name.startswith(".") or (path.is_file() and image_suffix(path) is None):
+            continue  # hidden, or another format's file (notes.txt)
         stem = file_stem(path)
         if stem in out:
             raise MedfuseError(f"two files share the stem {stem!r}: {out[stem].name} and {path.name}", folder)
@@ -108,7 +99,7 @@ def find_pairs(root: str | Path, stage: str, skip_unpaired: bool = False,
 
 
 def _is_volume_source(path: Path) -> bool:
-    return path.is_dir() or _suffix(path) in VOLUME_SUFFIXES
+    return path.is_dir() or image_suffix(path) in VOLUME_SUFFIXES
 
 
 def _as_slices(image: MedicalImage) -> list[MedicalImage]:
