@@ -81,9 +81,8 @@ def select(names: list[str], sel: Selection, folder: Path | None = None) -> list
     if sel.split != "all":
         from medfuse.train.split import split_by_case  # the training run's own rule, not a copy
 
-        stems = {Path(n).stem: n for n in keep}
-        train, val = split_by_case(list(stems), sel.val_fraction, sel.case_regex, sel.seed, folder)
-        keep = sorted(stems[s] for s in (val if sel.split == "val" else train))
+        train, val = split_by_case(keep, sel.val_fraction, sel.case_regex, sel.seed, folder)
+        keep = val if sel.split == "val" else train
     if sel.cases:
         try:
             pattern = re.compile(sel.cases)

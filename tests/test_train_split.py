@@ -66,3 +66,27 @@ def test_split_seed_keeps_the_held_out_cases_while_seed_changes(tmp_path):
     moved = {tuple(val_cases(seed=s)) for s in range(1, 6)}
     assert moved - {tuple(fixed)}  # the seed alone moves the split
     assert all(val_cases(seed=s, split_seed=0) == fixed for s in range(1, 6))
+
+
+def test_bad_or_missing_case_keys_say_what_to_do():
+    with pytest.raises(MedfuseError, match=r"--case-regex '\(unclosed' is not a valid regular expression"):
+        split_by_case(["a.png", "b.png"], 0.2, "(unclosed", 0)
+    with pytest.raises(MedfuseError, match=r"sub-01: file name does not match .*'\^\(sub-\\d\+\)'.*or ''"):
+        split_by_case(["sub-01.nii.gz", "sub-02.nii.gz"], 0.2, HARVARD_CASE_REGEX, 0)
+    # no split asked for: no case key needed (the "needs 2 cases" error suggests exactly this)
+    assert split_by_case(["sub-01.nii.gz", "sub-02.nii.gz"], 0.0, HARVARD_CASE_REGEX, 0) == (
+        ["sub-01.nii.gz", "sub-02.nii.gz"], [])
+    # "" = every file its own case, as None (the CLI's spelling of it)
+    assert split_by_case(["sub-01", "sub-02", "sub-03"], 0.3, "", 0) == split_by_case(
+        ["sub-01", "sub-02", "sub-03"], 0.3, None, 0)
+    # UID-named files are cases of their own, not one case cut at the last dot
+    uids = ["1.2.826.0.1.3680043.8.498.11", "1.2.826.0.1.3680043.8.498.12"]
+    assert len(split_by_case(uids, 0.5, None, 0)[1]) == 1
+
+
+def test_a_split_far_above_the_fraction_is_warned_about():
+    from medfuse.train.split import overshoot_warning
+
+    assert overshoot_warning(20, 100, 0.2, 9, r"^(\d{2})") is None
+    line = overshoot_warning(72, 80, 0.2, 2, r"^(\d{2})")
+    assert line.startswith("warning: 72 of 80 images (90 %)") and "only 2 case(s)" in line

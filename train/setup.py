@@ -14,7 +14,7 @@ from medfuse.train.config import ModelConfig
 from medfuse.train.data import PairDataset, find_pairs
 from medfuse.train.encoders import load_backbone_weights
 from medfuse.train.run_config import RunConfig
-from medfuse.train.split import case_of, split_by_case
+from medfuse.train.split import case_of, group_by_case, overshoot_warning, split_by_case
 
 Log = Callable[[str], None]
 
@@ -52,9 +52,16 @@ def load_data(run: RunConfig, log: Log) -> DataSplit:
         f"({len(val_cases)} held-out case(s){': ' + ', '.join(val_cases[:8]) if t.case_regex else ''})"
     )
     visible = t.stage == "pretrain"  # the visible image is colour; CT must not be
+    train = PairDataset([by_name[n] for n in train_names], run.preprocess, t.modality_pair, visible)
+    val = PairDataset([by_name[n] for n in val_names], run.preprocess, t.modality_pair, visible)
+    if val_names:  # a split was made, so every name has a case key
+        warning = overshoot_warning(len(val), len(train) + len(val), t.val_fraction,
+                                    len(group_by_case([p.name for p in pairs], t.case_regex)), t.case_regex)
+        if warning:
+            log(warning)
     return DataSplit(
-        train=PairDataset([by_name[n] for n in train_names], run.preprocess, t.modality_pair, visible),
-        val=PairDataset([by_name[n] for n in val_names], run.preprocess, t.modality_pair, visible),
+        train=train,
+        val=val,
         val_cases=val_cases,
     )
 

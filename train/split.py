@@ -14,25 +14,46 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medfuse.runtime.errors import MedfuseError
+from medfuse.runtime.pairing import file_stem
 
 HARVARD_CASE_REGEX = r"^(\d{2})"
 
 
+def _pattern(case_regex: str) -> re.Pattern:
+    try:
+        return re.compile(case_regex)
+    except re.error as err:
+        raise MedfuseError(f"--case-regex '{case_regex}' is not a valid regular expression ({err})") from None
+
+
 def case_of(name: str, case_regex: str | None) -> str:
     """The case key of one file stem: the regex's first group (or whole match), else the stem."""
-    if case_regex is None:
+    if not case_regex:  # None or "": every file is its own case
         return name
-    match = re.search(case_regex, name)
+    match = _pattern(case_regex).search(name)
     if match is None:
-        raise MedfuseError(f"file name does not match --case-regex '{case_regex}'", name)
+        raise MedfuseError(
+            f"file name does not match --case-regex '{case_regex}'; give a pattern whose first group is "
+            r"the patient (e.g. '^(sub-\d+)' for sub-01...), or '' to make every file its own case", name)
     return match.group(1) if match.groups() else match.group(0)
 
 
 def group_by_case(names: Sequence[str], case_regex: str | None) -> dict[str, list[str]]:
     cases: dict[str, list[str]] = {}
     for name in names:
-        cases.setdefault(case_of(Path(name).stem, case_regex), []).append(name)
+        cases.setdefault(case_of(file_stem(Path(name)), case_regex), []).append(name)
     return cases
+
+
+def overshoot_warning(n_val: int, n_total: int, val_fraction: float, n_cases: int,
+                      case_regex: str | None) -> str | None:
+    """A line for the log when whole cases held out far more than `val_fraction` (a few large cases,
+    or a case regex that lumps patients together: the first two digits of names 001..010)."""
+    if n_total == 0 or n_val / n_total <= max(2 * val_fraction, val_fraction + 0.15):
+        return None
+    return (f"warning: {n_val} of {n_total} images ({100 * n_val / n_total:.0f} %) are held out for validation, "
+            f"far above --val-fraction {val_fraction:g}: the files form only {n_cases} case(s) under "
+            f"--case-regex '{case_regex}'; check that its first group is the patient")
 
 
 def split_by_case(
@@ -46,9 +67,9 @@ def split_by_case(
     """
     if not 0 <= val_fraction < 1:
         raise MedfuseError(f"validation fraction must be in [0, 1), got {val_fraction}")
-    cases = group_by_case(names, case_regex)
     if val_fraction == 0:
-        return sorted(names), []
+        return sorted(names), []  # no split: the names need no case key
+    cases = group_by_case(names, case_regex)
     if len(cases) < 2:
         regex = "none: every file is a case" if case_regex is None else f"'{case_regex}'"
         raise MedfuseError(
