@@ -21,6 +21,7 @@ from medfuse.benchmarks.engines import DEVICES
 from medfuse.benchmarks.suite import BenchOptions, SuiteResult, run_suite
 from medfuse.runtime.versions import version_option
 from medfuse.runtime.errors import MedfuseError, run_cli
+from medfuse.train.split import HARVARD_CASE_REGEX
 
 EXIT_PARITY_FAILED = 1
 PAIRED_TITLE = "which wins hold pair by pair (95 % bootstrap interval of the mean difference)"
@@ -39,9 +40,17 @@ DataOpt = Annotated[Optional[Path], typer.Option("--data", help="Folder with CT/
                                                                "default: generated phantoms.")]
 SplitOpt = Annotated[str, typer.Option("--split", help=f"Pairs of --data: {', '.join(SPLITS)} (val/train: the "
                                                        "training run's case-held-out split).")]
-ValFracOpt = Annotated[float, typer.Option("--val-fraction", help="Validation share of the split (as training).")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the split (as training).")]
-CaseRegexOpt = Annotated[str, typer.Option("--case-regex", help="Case key of a file name (Harvard: first 2 digits).")]
+# The split options default to the --checkpoint's own training split (so --split val scores the
+# cases that model never trained on), else to training's defaults.
+ValFracOpt = Annotated[Optional[float], typer.Option("--val-fraction", help="Validation share of the split. Default: "
+                                                                         "the checkpoint's training run's, else 0.2.")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed of the split. Default: the checkpoint's "
+                                                               "training split seed, else 0.")]
+CaseRegexOpt = Annotated[Optional[str], typer.Option("--case-regex", help="Case key of a file name ('' = each file "
+                                                                          "a case). Default: the checkpoint's, else "
+                                                                          "the first 2 digits (Harvard).")]
+SPLIT_DEFAULTS = {"val_fraction": 0.2, "seed": 0, "case_regex": HARVARD_CASE_REGEX}
+SPLIT_OPTIONS = {"val_fraction": "--val-fraction", "seed": "--seed", "case_regex": "--case-regex"}
 CasesOpt = Annotated[Optional[str], typer.Option("--cases", help="Keep only pairs whose name matches this regex.")]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="At most this many pairs, spread evenly.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
@@ -102,9 +111,32 @@ def _options(checkpoint, artifacts, data, split, val_fraction, seed, case_regex,
     if data is None and (split != "all" or cases or limit):
         raise MedfuseError("--split, --cases and --limit select pairs of --data; without --data the benchmark "
                            "runs on generated phantom pairs")
-    sel = Selection(split, val_fraction, seed, case_regex, cases, limit)
+    given = {"val_fraction": val_fraction, "seed": seed, "case_regex": case_regex}
+    split_settings = _split_settings(given, checkpoint if data is not None and split != "all" else None)
+    sel = Selection(split, cases=cases, limit=limit, **split_settings)
     return BenchOptions(checkpoint=checkpoint, artifacts=artifacts, data=data, selection=sel, device=device,
                         threads=threads, engines=tuple(engine or ()), **extra)
+
+
+def _split_settings(given: dict, checkpoint: Path | None) -> dict:
+    """--val-fraction, --seed and --case-regex as given, the rest from the checkpoint's training
+    run (said on stderr), else training's defaults."""
+    missing = [k for k, v in given.items() if v is None]
+    if not missing or checkpoint is None:
+        return {k: SPLIT_DEFAULTS[k] if v is None else v for k, v in given.items()}
+    from medfuse.train.checkpoint import load_checkpoint
+
+    t = load_checkpoint(checkpoint).get("train_config") or {}
+    if t.get("stage") != "finetune":  # a pretraining split (each file a case) is not this data's
+        return {k: SPLIT_DEFAULTS[k] if v is None else v for k, v in given.items()}
+    trained = {"val_fraction": t.get("val_fraction", SPLIT_DEFAULTS["val_fraction"]),
+               "seed": t["split_seed"] if t.get("split_seed") is not None else t.get("seed", SPLIT_DEFAULTS["seed"]),
+               "case_regex": t.get("case_regex") or ""}  # None in training: every file is its own case
+    out = {k: trained[k] if v is None else v for k, v in given.items()}
+    options = ", ".join(SPLIT_OPTIONS[k] for k in missing)
+    typer.echo(f"split: seed {out['seed']}, validation fraction {out['val_fraction']:g}, case regex "
+               f"'{out['case_regex']}' ({options} from the checkpoint's training run)", err=True)
+    return out
 
 
 @contextmanager
@@ -162,7 +194,7 @@ def _write_json(path: Path | None, res: SuiteResult) -> None:
 
 @app.command()
 def latency(checkpoint: CkptOpt = None, artifacts: ArtOpt = None, data: DataOpt = None, split: SplitOpt = "all",
-            val_fraction: ValFracOpt = 0.2, seed: SeedOpt = 0, case_regex: CaseRegexOpt = r"^(\d{2})",
+            val_fraction: ValFracOpt = None, seed: SeedOpt = None, case_regex: CaseRegexOpt = None,
             cases: CasesOpt = None, limit: LimitOpt = None, device: DeviceOpt = "auto", threads: ThreadsOpt = None,
             engine: EngineOpt = None, batches: BatchesOpt = "1,4,8", iters: ItersOpt = 10, warmup: WarmupOpt = 2,
             overhead: OverheadOpt = True, json_out: JsonOpt = None) -> None:
@@ -180,8 +212,8 @@ def latency(checkpoint: CkptOpt = None, artifacts: ArtOpt = None, data: DataOpt 
 @app.command()
 def parity(checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="Checkpoint: the PyTorch fp32 "
                                                                                "reference.")],
-           artifacts: ArtOpt = None, data: DataOpt = None, split: SplitOpt = "all", val_fraction: ValFracOpt = 0.2,
-           seed: SeedOpt = 0, case_regex: CaseRegexOpt = r"^(\d{2})", cases: CasesOpt = None,
+           artifacts: ArtOpt = None, data: DataOpt = None, split: SplitOpt = "all", val_fraction: ValFracOpt = None,
+           seed: SeedOpt = None, case_regex: CaseRegexOpt = None, cases: CasesOpt = None,
            limit: LimitOpt = None, device: DeviceOpt = "auto", threads: ThreadsOpt = None, engine: EngineOpt = None,
            pairs: Annotated[int, typer.Option("--pairs", min=1, help="Pairs compared.")] = 8,
            json_out: JsonOpt = None) -> None:
@@ -200,8 +232,8 @@ def parity(checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="
 
 
 @app.command()
-def quality(data: DataOpt = None, split: SplitOpt = "all", val_fraction: ValFracOpt = 0.2, seed: SeedOpt = 0,
-            case_regex: CaseRegexOpt = r"^(\d{2})", cases: CasesOpt = None, limit: LimitOpt = None,
+def quality(data: DataOpt = None, split: SplitOpt = "all", val_fraction: ValFracOpt = None, seed: SeedOpt = None,
+            case_regex: CaseRegexOpt = None, cases: CasesOpt = None, limit: LimitOpt = None,
             checkpoint: CkptOpt = None, artifacts: ArtOpt = None, device: DeviceOpt = "auto",
             threads: ThreadsOpt = None, engine: EngineOpt = None, baselines: BaselinesOpt = ",".join(BASELINE_NAMES),
             ssim_data_range: SsimOpt = 255.0, json_out: JsonOpt = None) -> None:
@@ -216,7 +248,7 @@ def quality(data: DataOpt = None, split: SplitOpt = "all", val_fraction: ValFrac
 @app.command()
 def report(out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.md, results.json, PNGs.")],
            checkpoint: CkptOpt = None, artifacts: ArtOpt = None, data: DataOpt = None, split: SplitOpt = "all",
-           val_fraction: ValFracOpt = 0.2, seed: SeedOpt = 0, case_regex: CaseRegexOpt = r"^(\d{2})",
+           val_fraction: ValFracOpt = None, seed: SeedOpt = None, case_regex: CaseRegexOpt = None,
            cases: CasesOpt = None, limit: LimitOpt = None, device: DeviceOpt = "auto", threads: ThreadsOpt = None,
            engine: EngineOpt = None, batches: BatchesOpt = "1,4,8", iters: ItersOpt = 5, warmup: WarmupOpt = 1,
            overhead: OverheadOpt = True, baselines: BaselinesOpt = ",".join(BASELINE_NAMES),
