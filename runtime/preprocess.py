@@ -18,6 +18,7 @@ from .dicom_frames import distinct_positions, slice_plane, slice_position, slice
 from .errors import MedfuseError
 from .image import MedicalImage
 from .letterbox import Letterbox, letterbox
+from .mixed_grid import check_mixed_placement, is_mixed_pair
 
 __all__ = [
     "CT_WINDOW_PRESETS",
@@ -25,6 +26,7 @@ __all__ = [
     "PreparedPair",
     "PreprocessConfig",
     "apply_clahe",
+    "check_mixed_placement",
     "check_volume_pair",
     "ct_to_unit",
     "letterbox",
@@ -218,6 +220,7 @@ def check_pair_geometry(ct: MedicalImage, mri: MedicalImage) -> None:
     for img in (ct, mri):
         if img.is_volume:
             raise MedfuseError("is a volume; fuse it slice by slice (MedicalImage.slice)", img.path)
+    check_mixed_placement(ct, mri)
     if ct.height_width != mri.height_width:
         raise _pair_error(ct, mri, "differ in size")
     if ct.spacing and mri.spacing and not np.allclose(ct.spacing, mri.spacing, rtol=1e-3):
@@ -238,6 +241,9 @@ def check_volume_pair(ct: MedicalImage, mri: MedicalImage) -> None:
     if ct.depth != mri.depth:
         raise MedfuseError(f"CT {ct.path} has {ct.depth} slices and MRI {mri.path} has {mri.depth}; "
                            "a registered volume pair must have the same slices")
+    if is_mixed_pair(ct, mri):  # before any slice is fused: the first and last slices place the whole stack
+        for index in sorted({0, ct.depth - 1}):
+            check_mixed_placement(ct.slice(index), mri.slice(index))
     for volume in (ct, mri):
         positions = slice_positions(volume)
         if positions is None or None in positions:
