@@ -137,6 +137,21 @@ def test_resume_accepts_the_same_command_and_refuses_changes(finished_run, phant
     assert load_checkpoint(out / "last.pt")["epoch"] == 3  # nothing rewritten
 
 
+def test_resume_refuses_a_data_folder_whose_pairs_changed(phantom_dir, tmp_path):
+    """Pairs added after a run started would redraw the split: held-out cases would be trained on."""
+    data = tmp_path / "data"
+    shutil.copytree(phantom_dir, data)
+    out = tmp_path / "out"
+    invoke_train("finetune", "--data", data, "--out", out, "--epochs", "1", "--steps-per-epoch", "1", *TINY)
+    assert load_checkpoint(out / "last.pt")["split"]["val"]  # the run's pairs are recorded
+    for folder in ("CT", "MRI"):
+        for src in sorted((data / folder).iterdir())[:2]:
+            shutil.copyfile(src, data / folder / f"9{src.name[1:]}")  # a new case 9x
+    result = CliRunner().invoke(cli.app, ["finetune", "--resume", str(out), "--epochs", "2"])
+    assert result.exit_code != 0 and "no longer gives this run's pairs (2 added, 0 gone" in str(result.exception)
+    assert "--init" in str(result.exception) and load_checkpoint(out / "last.pt")["epoch"] == 1
+
+
 def test_init_from_another_architecture_is_refused(finished_run, phantom_dir, tmp_path):
     """A tiny checkpoint into a tiny model twice as wide: every tensor clashes; it used to train on from
     random weights with the encoders frozen, after a load report few would read."""

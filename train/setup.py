@@ -24,6 +24,7 @@ class DataSplit:
     train: PairDataset
     val: PairDataset
     val_cases: list[str]
+    names: dict[str, list[str]]  # "train"/"val" -> the pair names on each side (saved in checkpoints)
 
 
 def _spread(names: list[str], n: int) -> list[str]:
@@ -63,6 +64,7 @@ def load_data(run: RunConfig, log: Log) -> DataSplit:
         train=train,
         val=val,
         val_cases=val_cases,
+        names={"train": list(train_names), "val": list(val_names)},
     )
 
 

@@ -159,6 +159,7 @@ class Trainer:
         )
 
     def _restore(self, ckpt: dict) -> None:
+        self._check_same_split(ckpt.get("split"))
         self.model.load_state_dict(ckpt["model_state"])
         self.optimizer.load_state_dict(ckpt["optimizer_state"])
         self.scheduler.load_state_dict(ckpt["scheduler_state"])
@@ -171,6 +172,21 @@ class Trainer:
         self.since_best = int(ckpt.get("epochs_since_best", 0))
         self.history = list(ckpt.get("history", []))
         self.log(f"resumed from {self.out / 'last.pt'} after epoch {self.start_epoch}")
+
+    def _check_same_split(self, saved: dict | None) -> None:
+        """A resumed run must see the pairs it started with: with pairs added or removed the split
+        is drawn anew, held-out cases land in training and best.pt compares losses of different
+        validation sets. (Checkpoints before this record have none to compare.)"""
+        if saved is None or saved == self.data.names:
+            return
+        moved = sorted(set(saved["val"]) ^ set(self.data.names["val"]))
+        added = len(set(self.data.names["train"] + self.data.names["val"]) - set(saved["train"] + saved["val"]))
+        removed = len(set(saved["train"] + saved["val"]) - set(self.data.names["train"] + self.data.names["val"]))
+        raise MedfuseError(
+            f"the data folder {self.cfg.data} no longer gives this run's pairs ({added} added, {removed} gone, "
+            f"{len(moved)} moved in or out of validation, e.g. {', '.join(moved[:3]) or 'none'}): resuming would "
+            "train on other pairs than the run started with; start a new run from it instead "
+            f"(--init {self.out / 'last.pt'} --out NEW)", self.out)
 
     def _reschedule(self) -> None:
         """Apply this run's epochs to a restored schedule, so `--resume --epochs N` stretches the
@@ -388,6 +404,7 @@ class Trainer:
             "best_val_loss": self.best_loss,
             "epochs_since_best": self.since_best,
             "history": self.history,
+            "split": self.data.names,
             "modality_pair": self.cfg.modality_pair if self.cfg.stage == "finetune" else "vis-ir",
         }
 
