@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -285,6 +285,24 @@ def fuse_folder(fuser: Fuser, jobs: Sequence[PairJob], options: PairOptions = Pa
     """Many pairs; failures are recorded in their Outcome, never raised."""
     work = PairWork(fuser, options, side_dir=options.side_by_side)
     return run_pipeline(fuser, jobs, work.load, work.save, work.fail, workers, on_done)
+
+
+def fuse_volume_jobs(fuser: Fuser, jobs: Sequence[PairJob], options: PairOptions = PairOptions(),
+                     workers: int | None = None, on_done: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+    """The volume pairs of a folder (NIfTI in, NIfTI out), one after the other; like fuse_folder,
+    a failure is recorded in its Outcome and the others go on."""
+    outcomes = []
+    for job in jobs:
+        side = None if options.side_by_side is None else options.side_by_side / f"{job.name}.png"
+        try:
+            outcome = fuse_volume(fuser, job.ct, job.mri, job.output, replace(options, side_by_side=side), workers)
+            outcome.name = job.name
+        except Exception as err:  # noqa: BLE001 (recorded: the folder's other volumes still run)
+            outcome = Outcome(job.name, None, error_text(err))
+        outcomes.append(outcome)
+        if on_done is not None:
+            on_done(outcome)
+    return outcomes
 
 
 # ------------------------------------------------------------------------------ volumes

@@ -8,6 +8,9 @@ can be either (one slice of it, or all of it):
 | DICOM series dirs  | pair (one slice)     | volume -> NIfTI     | volume -> DICOM series     |
 | other folders      | error                | error               | folder of pairs, by name   |
 
+In a folder of pairs, two NIfTI files are fused whole into a NIfTI of the same name (a volume in,
+a volume out); every other pair gives a PNG.
+
 A folder is a DICOM series when it holds only DICOM files (no subfolders), at least two, sharing
 one SeriesInstanceUID. Folders of pairs are matched by relative path without suffix, so
 `CT/01/01001.dcm` pairs with `MRI/01/01001.dcm` and `CT/a.png` with `MRI/a.jpg`.
@@ -141,6 +144,13 @@ def _keyed(folder: Path) -> dict[str, Path]:
     return out
 
 
+def _output_suffix(ct: Path, mri: Path, image_suffix: str) -> str:
+    """A NIfTI pair is a volume pair: its fused volume keeps the CT's NIfTI suffix."""
+    if is_nifti(ct) and is_nifti(mri):
+        return ".nii.gz" if ct.name.lower().endswith(".nii.gz") else ".nii"
+    return image_suffix
+
+
 def match_folders(ct_dir: Path, mri_dir: Path, out_dir: Path, suffix: str = ".png") -> Matching:
     """Pairs by relative path without suffix; a MedfuseError when no name is shared."""
     ct, mri = _keyed(ct_dir), _keyed(mri_dir)
@@ -148,7 +158,8 @@ def match_folders(ct_dir: Path, mri_dir: Path, out_dir: Path, suffix: str = ".pn
     if not shared:
         raise MedfuseError(f"CT folder {ct_dir} ({len(ct)} files) and MRI folder {mri_dir} ({len(mri)} files) "
                            "share no file name, so there is no pair to fuse")
-    jobs = [PairJob(key, ct[key], mri[key], out_dir / f"{key}{suffix}") for key in shared]
+    jobs = [PairJob(key, ct[key], mri[key], out_dir / f"{key}{_output_suffix(ct[key], mri[key], suffix)}")
+            for key in shared]
     unpaired = sorted([ct[k] for k in set(ct) - set(mri)] + [mri[k] for k in set(mri) - set(ct)])
     return Matching(jobs, unpaired)
 

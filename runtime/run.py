@@ -116,7 +116,7 @@ def execute(req: Request) -> dict:
 
 
 def _work(req: Request, mode: str, matching, model, console) -> list:
-    from medfuse.runtime.fuse import Fuser, PairOptions, fuse_folder, fuse_pair, fuse_volume
+    from medfuse.runtime.fuse import Fuser, PairOptions, fuse_folder, fuse_pair, fuse_volume, fuse_volume_jobs
 
     fuser = Fuser(model.runner, model.preprocess, req.batch_size, model.modality_pair)
     options = PairOptions(req.slice_index, req.side_by_side, req.metrics, _series_label(req))
@@ -126,8 +126,16 @@ def _work(req: Request, mode: str, matching, model, console) -> list:
     from medfuse.runtime.cli_support import progress_bar
 
     if mode == "folder":
-        with progress_bar(console, "fusing pairs", len(matching.jobs)) as (advance, _):
-            return fuse_folder(fuser, matching.jobs, options, req.workers, advance)
+        volumes = [job for job in matching.jobs if inputs.is_nifti(job.output)]
+        images = [job for job in matching.jobs if not inputs.is_nifti(job.output)]
+        outcomes = []
+        if images:
+            with progress_bar(console, "fusing pairs", len(images)) as (advance, _):
+                outcomes += fuse_folder(fuser, images, options, req.workers, advance)
+        if volumes:
+            with progress_bar(console, "fusing volumes", len(volumes)) as (advance, _):
+                outcomes += fuse_volume_jobs(fuser, volumes, options, req.workers, advance)
+        return outcomes
     with progress_bar(console, "fusing slices", None) as (advance, set_total):
         return [fuse_volume(fuser, req.ct, req.mri, req.output, options, req.workers, advance, set_total)]
 

@@ -146,6 +146,30 @@ def test_nested_dicom_folders_pair_by_relative_name(capsys, tmp_path, model, pha
                for p in (phantom_dicom_dir / "CT").rglob("*.dcm"))
 
 
+def test_folders_of_nifti_volumes_give_fused_volumes(capsys, tmp_path, model, phantom_nifti_dir):
+    """A volume in, a volume out: each NIfTI pair of a folder is fused whole (it was one slice
+    per volume, as a PNG, without a word); a pair that fails is reported and the others written."""
+    ct, mri = tmp_path / "CT", tmp_path / "MRI"
+    for side, folder in (("CT", ct), ("MRI", mri)):
+        folder.mkdir()
+        for name in ("sub-01.nii.gz", "sub-02.nii.gz"):
+            shutil.copyfile(phantom_nifti_dir / side / "01.nii.gz", folder / name)
+    img = nib.load(mri / "sub-02.nii.gz")
+    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj)[:, :, :2], img.affine, img.header), mri / "sub-02.nii.gz")
+    code, stdout, err = medfuse_run(capsys, ct, mri, "-o", tmp_path / "o", "--side-by-side", tmp_path / "s",
+                                    "--json", "--model", model)
+    assert code == 1, err
+    summary = json.loads(stdout)
+    assert summary["counts"] == {"total": 2, "ok": 1, "failed": 1}
+    assert summary["failures"][0]["name"] == "sub-02" and "has 3 slices" in summary["failures"][0]["error"]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["sub-01.nii.gz"]
+    single = tmp_path / "single.nii.gz"
+    assert medfuse_run(capsys, ct / "sub-01.nii.gz", mri / "sub-01.nii.gz", "-o", single, "--model", model)[0] == 0
+    voxels = [np.asanyarray(nib.load(path).dataobj) for path in (tmp_path / "o" / "sub-01.nii.gz", single)]
+    assert voxels[0].shape == nib.load(ct / "sub-01.nii.gz").shape and voxels[0].tobytes() == voxels[1].tobytes()
+    assert (tmp_path / "s" / "sub-01.png").is_file()
+
+
 def test_nifti_volume_keeps_the_source_affine(capsys, tmp_path, model, phantom_nifti_dir):
     ct, mri = phantom_nifti_dir / "CT" / "01.nii.gz", phantom_nifti_dir / "MRI" / "01.nii.gz"
     out = tmp_path / "fused.nii.gz"
