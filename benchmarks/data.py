@@ -7,6 +7,12 @@ what the classic baselines fuse. For 8-bit files those are the file's own pixels
 colour), exactly as published evaluations read them; other inputs (HU DICOM, NIfTI) go through
 the model's own CT windowing / MRI normalisation first.
 
+The folder is read as training reads it (`runtime.pairing.pair_sources`): 2D image files, NIfTI
+volumes and DICOM series folders (DICOM files without a suffix too). A volume pair is checked as
+training checks it and contributes every slice as one pair (`sub-01#3`, as training names its
+slices); the split and `--cases` pick whole files/volumes before the slices are expanded, so no
+patient's slices are on both sides; `--limit` then spreads over the slices.
+
 A PET/ or SPECT/ folder makes the pairs functional (pet-mri, spect-mri): each pair also keeps its
 functional image as 8-bit RGB (a gray PET drawn in the runtime's colour map), whose chroma every
 fused luma gets back and against which the chroma error is measured.
@@ -29,7 +35,6 @@ from medfuse.runtime.image import MedicalImage
 from medfuse.runtime.modality import DEFAULT_MODALITY_PAIR, is_functional, pair_of_folder
 from medfuse.runtime.preprocess import PreprocessConfig, ct_to_unit, mri_to_unit
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm")
 SPLITS = ("all", "train", "val")
 PHANTOM_CASES, PHANTOM_SLICES = 2, 2  # 4 phantom pairs: a report in minutes on a 2-core CPU
 
@@ -44,6 +49,7 @@ class Pair:
     modality_pair: str = DEFAULT_MODALITY_PAIR  # from the first source's folder: CT/, PET/ or SPECT/
     source_rgb: np.ndarray | None = None  # functional pairs: the first source as uint8 (H, W, 3) RGB
     files: tuple[Path, Path] | None = None  # the two files read (the overhead rows read them again)
+    slice_index: int | None = None  # a volume pair's slice (`files` are then the two volumes/series)
 
     @property
     def colour(self) -> bool:
@@ -63,8 +69,9 @@ class Selection:
 
 
 def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
-    """(name, first source, MRI) for each 2D image name (suffix aside) in both subfolders, sorted."""
-    return pairing.find_pairs(folder, what="data folder", suffixes=IMAGE_SUFFIXES)
+    """(name, first source, MRI) for each name (suffix aside) in both subfolders, sorted: 2D image
+    files, NIfTI volumes and DICOM series folders, by training's rule (`pairing.pair_sources`)."""
+    return pairing.find_pairs(folder, what="data folder", series=True)
 
 
 def source_modality(folder: str | Path) -> str:
@@ -75,13 +82,19 @@ def source_modality(folder: str | Path) -> str:
 
 def select(names: list[str], sel: Selection, folder: Path | None = None) -> list[str]:
     """The names `sel` keeps, in sorted order (`folder`: where they are, for the error messages)."""
+    return pairing.spread(_cases(names, sel, folder), sel.limit)
+
+
+def _cases(names: list[str], sel: Selection, folder: Path | None) -> list[str]:
+    """The names the split and `--cases` keep, sorted (before `--limit`)."""
     if sel.split not in SPLITS:
         raise MedfuseError(f"unknown split {sel.split!r}; valid: {', '.join(SPLITS)}")
     keep = sorted(names)
     if sel.split != "all":
         from medfuse.train.split import split_by_case  # the training run's own rule, not a copy
 
-        train, val = split_by_case(keep, sel.val_fraction, sel.case_regex, sel.seed, folder)
+        regex = None if sel.case_regex.strip().lower() in ("", "none") else sel.case_regex  # as medfuse-train reads it
+        train, val = split_by_case(keep, sel.val_fraction, regex, sel.seed, folder)
         keep = val if sel.split == "val" else train
     if sel.cases:
         try:
@@ -89,7 +102,7 @@ def select(names: list[str], sel: Selection, folder: Path | None = None) -> list
         except re.error as err:
             raise MedfuseError(f"--cases is not a valid regular expression ({err})") from None
         keep = [n for n in keep if pattern.search(n)]
-    return pairing.spread(keep, sel.limit)
+    return keep
 
 
 def _reference(img: MedicalImage, to_unit, cfg: PreprocessConfig) -> np.ndarray:
@@ -109,23 +122,38 @@ def _functional(name: str, img: MedicalImage, mri: MedicalImage, pair: str, cfg:
     return Pair(name, img, mri, to_gray255(rgb).astype(np.uint8), _reference(mri, mri_to_unit, cfg), pair, rgb)
 
 
-def load_pairs(folder: str | Path, sel: Selection = Selection(), cfg: PreprocessConfig | None = None) -> list[Pair]:
-    from medfuse.runtime.io import read_image
+# One pair to score before it is loaded: name, the two sources, and a volume's slice index and
+# images (read to know its depth); a 2D pair is read only if `--limit` keeps it.
+_Entry = tuple[str, tuple[Path, Path], int | None, tuple[MedicalImage, MedicalImage] | None]
 
+
+def _entries(name: str, files: tuple[Path, Path]) -> list[_Entry]:
+    """A 2D pair as one entry; a volume pair as one per slice, read and checked as training does
+    (`pairing.read_slices`) and named as training names them (`01#0`; a one-slice volume: `01`)."""
+    if not any(pairing.is_volume_source(p) for p in files):
+        return [(name, files, None, None)]
+    firsts, seconds = pairing.read_slices(*files)
+    if len(firsts) == 1:
+        return [(name, files, None, (firsts[0], seconds[0]))]
+    return [(f"{name}#{i}", files, i, images) for i, images in enumerate(zip(firsts, seconds))]
+
+
+def load_pairs(folder: str | Path, sel: Selection = Selection(), cfg: PreprocessConfig | None = None) -> list[Pair]:
     cfg = cfg or PreprocessConfig()
     found = {name: (a, b) for name, a, b in find_pairs(folder)}
     pair = source_modality(folder)
-    names = select(list(found), sel, Path(folder))
+    names = _cases(list(found), sel, Path(folder))  # files and volumes: a volume's slices stay on one side
     if not names:
         raise MedfuseError("no pairs left after the split/--cases selection", folder)
+    entries = pairing.spread([e for name in names for e in _entries(name, found[name])], sel.limit)
     pairs = []
-    for name in names:
-        ct, mri = read_image(found[name][0]), read_image(found[name][1])
+    for name, files, index, images in entries:
+        ct, mri = images if images is not None else (img[0] for img in pairing.read_slices(*files))
         if is_functional(pair):
             loaded = _functional(name, ct, mri, pair, cfg)
         else:
             loaded = Pair(name, ct, mri, _reference(ct, ct_to_unit, cfg), _reference(mri, mri_to_unit, cfg))
-        loaded.files = found[name]
+        loaded.files, loaded.slice_index = files, index
         pairs.append(loaded)
     return pairs
 
@@ -148,6 +176,8 @@ def describe(pairs: list[Pair], folder: Path, real: bool, sel: Selection) -> str
     if not real:
         return f"{len(pairs)} phantom pairs (runtime.phantom, 8-bit PNG, 256 px)"
     kind = f"{pairs[0].modality_pair} " if pairs and pairs[0].modality_pair != DEFAULT_MODALITY_PAIR else ""
-    what = f"{len(pairs)} {kind}pairs from {folder} (split {sel.split}"
+    volumes = {p.files for p in pairs if p.slice_index is not None}
+    sliced = f", slices of {len(volumes)} volume pair{'s' if len(volumes) != 1 else ''}" if volumes else ""
+    what = f"{len(pairs)} {kind}pairs from {folder} (split {sel.split}{sliced}"
     what += f", cases /{sel.cases}/" if sel.cases else ""
     return what + ")"

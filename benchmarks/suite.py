@@ -85,6 +85,11 @@ def _latency(opts: BenchOptions, found: EngineSet, pairs, res: SuiteResult, prog
         return
     from medfuse.benchmarks.overhead import measure_end_to_end, measure_prepost
 
+    if any(p.slice_index is not None for p in pairs):
+        # The rows time reading and fusing 2D pair files; a volume's file holds every slice.
+        res.skipped.append({"name": "pre/postprocessing, medfuse-run", "reason": "the data holds volumes: these rows "
+                            "time 2D pair files (run medfuse-run on a volume pair to time it)"})
+        return
     tick = progress("pre/postprocessing, medfuse-run", 2)
     files = [p.files for p in pairs]  # the selected pairs only, as every other row
     res.overhead = [r.to_dict() for r in measure_prepost(files, found.preprocess, pairs[0].modality_pair)]

@@ -2,8 +2,10 @@
 
 The Harvard layout, and what `phantom.write_phantom_dataset` writes. A pair is the same file
 stem in both subfolders, so `CT/01001.dcm` pairs with `MRI/01001.png`. Export (calibration and
-parity pairs) and the benchmarks read folders through this module; training has stricter rules
-of its own (unpaired files are an error there, series folders count) in `train/data.py`.
+parity pairs) and the benchmarks read folders through this module. Training (`train/data.py`)
+and the benchmarks read a modality folder by one rule, `pair_sources` (every image file, DICOM
+series folders too), and a volume pair slice by slice (`read_slices`); training is stricter
+about unpaired files (an error there). Export reads only files directly in the folders.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from medfuse.runtime.errors import MedfuseError
+from medfuse.runtime.image import MedicalImage
 
 SOURCE_DIRS = ("ct", "pet", "spect")  # the first image of a pair: structural CT or a functional map
 MRI_DIRS = ("mri", "mr")
@@ -21,6 +24,7 @@ PAIR_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".nii", ".nii
 # files and series folders by UID (1.2.840.113619.2.55.3.11), and a number after a dot is part
 # of such a name, not a format.
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom")
+VOLUME_SUFFIXES = (".nii", ".nii.gz")  # files read whole, as volumes (DICOM series folders too)
 
 
 def image_suffix(path: Path) -> str | None:
@@ -53,11 +57,60 @@ def images_by_stem(folder: Path, suffixes: tuple[str, ...] = PAIR_SUFFIXES) -> d
             if p.is_file() and not p.name.startswith(".") and image_suffix(p) in suffixes}
 
 
-def find_pairs(folder: str | Path, what: str = "data folder",
-               suffixes: tuple[str, ...] = PAIR_SUFFIXES) -> list[tuple[str, Path, Path]]:
+def pair_sources(folder: Path) -> dict[str, Path]:
+    """Stem -> file (or DICOM series folder) for every image in a modality folder: what training
+    and the benchmarks read. A file without a suffix is taken for DICOM; another format's file
+    (notes.txt) and hidden entries are skipped; two images sharing a stem are an error."""
+    out: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or (path.is_file() and image_suffix(path) is None):
+            continue  # hidden, or another format's file (notes.txt)
+        stem = file_stem(path)
+        if stem in out:
+            raise MedfuseError(f"two files share the stem {stem!r}: {out[stem].name} and {path.name}", folder)
+        out[stem] = path
+    return out
+
+
+def is_volume_source(path: Path) -> bool:
+    """A DICOM series folder or a NIfTI file: read whole, every slice a 2D image."""
+    return path.is_dir() or image_suffix(path) in VOLUME_SUFFIXES
+
+
+def read_slices(first: Path, second: Path) -> tuple[list[MedicalImage], list[MedicalImage]]:
+    """The 2D images of one pair of sources: each slice of a volume (two volumes: checked as a
+    pair, `check_volume_pair`), or the one image of a 2D file; as many on each side."""
+    from medfuse.runtime.io import read_image, read_volume  # noqa: PLC0415 (the readers pull in pydicom, nibabel)
+    from medfuse.runtime.preprocess import check_volume_pair  # noqa: PLC0415
+
+    a, b = (read_volume(p) if is_volume_source(p) else read_image(p) for p in (first, second))
+    if a.is_volume and b.is_volume:
+        check_volume_pair(a, b)
+    firsts, seconds = _as_slices(a), _as_slices(b)
+    if len(firsts) != len(seconds):
+        raise MedfuseError(f"{first.name} has {len(firsts)} slices but {second.name} has {len(seconds)}", first.parent)
+    return firsts, seconds
+
+
+def _as_slices(image: MedicalImage) -> list[MedicalImage]:
+    return [image.slice(i) for i in range(image.depth)] if image.is_volume else [image]
+
+
+def _some(names: list[str], shown: int = 3) -> str:
+    """A few of a folder's names for a message: 'nothing', 'a, b', 'a, b, c ... (40 in all)'."""
+    if not names:
+        return "nothing"
+    more = f" ... ({len(names)} in all)" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def find_pairs(folder: str | Path, what: str = "data folder", suffixes: tuple[str, ...] = PAIR_SUFFIXES,
+               series: bool = False) -> list[tuple[str, Path, Path]]:
     """(stem, first source, MRI) for every stem in both subfolders, sorted; one clear error otherwise.
 
     `what` names the folder's role in the messages ("calibration folder", "data folder").
+    Without `series`, the files directly in the subfolders whose suffix is one of `suffixes`; with
+    it, every image and DICOM series folder by `pair_sources` (training's rule; `suffixes` unused).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -65,14 +118,20 @@ def find_pairs(folder: str | Path, what: str = "data folder",
     src_dir, mri_dir = find_subfolder(folder, SOURCE_DIRS), find_subfolder(folder, MRI_DIRS)
     if src_dir is None or mri_dir is None:
         raise MedfuseError(f"{what} needs a CT/ (or PET/, SPECT/) and an MRI/ subfolder", folder)
-    src, mri = images_by_stem(src_dir, suffixes), images_by_stem(mri_dir, suffixes)
+    if series:
+        src, mri = pair_sources(src_dir), pair_sources(mri_dir)
+    else:
+        src, mri = images_by_stem(src_dir, suffixes), images_by_stem(mri_dir, suffixes)
     stems = sorted(src.keys() & mri.keys())
     if not stems:
-        nested = not src and any(p.is_dir() for p in src_dir.iterdir())
+        nested = not series and not src and any(p.is_dir() for p in src_dir.iterdir())
         hint = (f"; {src_dir.name}/ holds subfolders (DICOM series?), but only files directly in it are read: "
                 "give 2D images or NIfTI volumes") if nested else ""
-        raise MedfuseError(f"no pairs: no file name (suffix aside) is in both {src_dir.name}/ and {mri_dir.name}/"
-                           f"{hint}", folder)
+        names = "" if nested else (f" ({src_dir.name}/ has {_some(sorted(src))}; "
+                                   f"{mri_dir.name}/ has {_some(sorted(mri))})")
+        noun = "file or series folder name" if series else "file name"
+        raise MedfuseError(f"no pairs: no {noun} (suffix aside) is in both {src_dir.name}/ and {mri_dir.name}/"
+                           f"{names}{hint}", folder)
     return [(s, src[s], mri[s]) for s in stems]
 
 

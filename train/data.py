@@ -26,15 +26,12 @@ import torch
 from torch.utils.data import Dataset
 
 from medfuse.runtime.errors import MedfuseError
-from medfuse.runtime.image import MedicalImage
-from medfuse.runtime.io import read_image, read_volume
 from medfuse.runtime.modality import DEFAULT_MODALITY_PAIR, SOURCE_FOLDERS
-from medfuse.runtime.pairing import file_stem, image_suffix
-from medfuse.runtime.preprocess import PreprocessConfig, check_volume_pair, prepare_pair
+from medfuse.runtime.pairing import pair_sources, read_slices  # shared with medfuse-bench (no torch there)
+from medfuse.runtime.preprocess import PreprocessConfig, prepare_pair
 
 # Sub-folder names per stage: (3-channel role, 1-channel role).
 STAGE_FOLDERS: dict[str, tuple[str, str]] = {"finetune": ("CT", "MRI"), "pretrain": ("vis", "ir")}
-VOLUME_SUFFIXES = (".nii", ".nii.gz")
 
 
 @dataclass(frozen=True)
@@ -55,19 +52,6 @@ def _subfolder(root: Path, name: str) -> Path:
     return matches[0]
 
 
-def _sources(folder: Path) -> dict[str, Path]:
-    """Stem -> file (or DICOM series folder) for every image in a modality folder."""
-    out: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or (path.is_file() and image_suffix(path) is None):
-            continue  # hidden, or another format's file (notes.txt)
-        stem = file_stem(path)
-        if stem in out:
-            raise MedfuseError(f"two files share the stem {stem!r}: {out[stem].name} and {path.name}", folder)
-        out[stem] = path
-    return out
-
-
 def stage_folders(stage: str, modality_pair: str = DEFAULT_MODALITY_PAIR) -> tuple[str, str]:
     """The (3-channel role, 1-channel role) folder names: fine-tuning reads the pair's first folder."""
     first, second = STAGE_FOLDERS[stage]
@@ -86,7 +70,7 @@ def find_pairs(root: str | Path, stage: str, skip_unpaired: bool = False,
         raise MedfuseError("data folder not found", root)
     first_name, second_name = stage_folders(stage, modality_pair)
     first_dir, second_dir = _subfolder(root, first_name), _subfolder(root, second_name)
-    first, second = _sources(first_dir), _sources(second_dir)
+    first, second = pair_sources(first_dir), pair_sources(second_dir)
     unpaired = [f"{first_dir.name}/{first[s].name}" for s in sorted(first.keys() - second.keys())]
     unpaired += [f"{second_dir.name}/{second[s].name}" for s in sorted(second.keys() - first.keys())]
     if unpaired and not skip_unpaired:
@@ -98,25 +82,6 @@ def find_pairs(root: str | Path, stage: str, skip_unpaired: bool = False,
     return pairs, unpaired
 
 
-def _is_volume_source(path: Path) -> bool:
-    return path.is_dir() or image_suffix(path) in VOLUME_SUFFIXES
-
-
-def _as_slices(image: MedicalImage) -> list[MedicalImage]:
-    return [image.slice(i) for i in range(image.depth)] if image.is_volume else [image]
-
-
-def _slices(first: Path, second: Path) -> tuple[list[MedicalImage], list[MedicalImage]]:
-    """The 2D images of one pair of files: each slice of a volume (two volumes: checked as a pair)."""
-    a, b = (read_volume(p) if _is_volume_source(p) else read_image(p) for p in (first, second))
-    if a.is_volume and b.is_volume:
-        check_volume_pair(a, b)
-    firsts, seconds = _as_slices(a), _as_slices(b)
-    if len(firsts) != len(seconds):
-        raise MedfuseError(f"{first.name} has {len(firsts)} slices but {second.name} has {len(seconds)}", first.parent)
-    return firsts, seconds
-
-
 def prepare_source(pair: PairSource, cfg: PreprocessConfig, modality_pair: str = DEFAULT_MODALITY_PAIR,
                    colour_first: bool = False) -> list[np.ndarray]:
     """One pair -> [4, S, S] float32 arrays (3 channels of the first role, then the second), one per slice.
@@ -124,7 +89,7 @@ def prepare_source(pair: PairSource, cfg: PreprocessConfig, modality_pair: str =
     A functional pair (PET/SPECT) contributes its luma as the first role, as inference does; its
     chroma is not trained on (it is put back after the network).
     """
-    firsts, seconds = _slices(pair.first, pair.second)
+    firsts, seconds = read_slices(pair.first, pair.second)
     out = []
     for a, b in zip(firsts, seconds):
         prepared = prepare_pair(a, b, cfg, modality_pair, colour_first)
