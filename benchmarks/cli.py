@@ -129,11 +129,18 @@ def _split_settings(given: dict, checkpoint: Path | None) -> dict:
     t = load_checkpoint(checkpoint).get("train_config") or {}
     if t.get("stage") != "finetune":  # a pretraining split (each file a case) is not this data's
         return {k: SPLIT_DEFAULTS[k] if v is None else v for k, v in given.items()}
-    trained = {"val_fraction": t.get("val_fraction", SPLIT_DEFAULTS["val_fraction"]),
-               "seed": t["split_seed"] if t.get("split_seed") is not None else t.get("seed", SPLIT_DEFAULTS["seed"]),
-               "case_regex": t.get("case_regex") or ""}  # None in training: every file is its own case
-    out = {k: trained[k] if v is None else v for k, v in given.items()}
-    options = ", ".join(SPLIT_OPTIONS[k] for k in missing)
+    trained = {}  # only what the checkpoint records; a key it lacks keeps training's default
+    if "val_fraction" in t:
+        trained["val_fraction"] = t["val_fraction"]
+    if t.get("split_seed") is not None or "seed" in t:
+        trained["seed"] = t["split_seed"] if t.get("split_seed") is not None else t["seed"]
+    if "case_regex" in t:
+        trained["case_regex"] = t["case_regex"] or ""  # None in training: every file is its own case
+    out = {k: v if v is not None else trained.get(k, SPLIT_DEFAULTS[k]) for k, v in given.items()}
+    taken = [k for k in missing if k in trained]
+    if not taken:
+        return out
+    options = ", ".join(SPLIT_OPTIONS[k] for k in taken)
     typer.echo(f"split: seed {out['seed']}, validation fraction {out['val_fraction']:g}, case regex "
                f"'{out['case_regex']}' ({options} from the checkpoint's training run)", err=True)
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -38,10 +39,16 @@ def progress_bar(console, description: str, total: int | None) -> Iterator[tuple
 
 
 def _mean_metrics(outputs: list[dict]) -> dict[str, float]:
+    """Per metric, the mean of the pairs where it is finite (a CT without bone has no CTDim, a flat
+    image an infinite PSNR), as medfuse-bench averages; NaN only where no pair has a value."""
     rows = [o["metrics"] for o in outputs if o.get("metrics")]
     if not rows:
         return {}
-    return {k: round(sum(r[k] for r in rows) / len(rows), 4) for k in rows[0]}
+    means = {}
+    for key in rows[0]:
+        values = [r[key] for r in rows if r.get(key) is not None and math.isfinite(r[key])]
+        means[key] = round(sum(values) / len(values), 4) if values else math.nan
+    return means
 
 
 def print_summary(summary: dict, console) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medfuse.runtime.errors import MedfuseError
-from medfuse.runtime.pairing import file_stem
+from medfuse.runtime.pairing import file_stem, is_index_file
 
 IMAGE_OUTPUTS = (".png", ".dcm")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -48,8 +48,8 @@ def output_kind(out: Path) -> str:
 
 def _visible_files(folder: Path, recursive: bool) -> list[Path]:
     pattern = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in pattern if p.is_file() and not any(part.startswith(".") for part in
-                                                                 p.relative_to(folder).parts))
+    return sorted(p for p in pattern if p.is_file() and not is_index_file(p)
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def _is_dicom_file(path: Path) -> bool:

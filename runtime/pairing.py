@@ -23,7 +23,11 @@ PAIR_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".nii", ".nii
 # Every suffix that names an image format. Only these are cut off a name: PACS exports name DICOM
 # files and series folders by UID (1.2.840.113619.2.55.3.11), and a number after a dot is part
 # of such a name, not a format.
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom")
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom",
+                  ".ima")  # .ima: Siemens' name for DICOM files
+# Files of a DICOM export that hold no image: the media index (DICOMDIR) is skipped wherever
+# folders are read.
+INDEX_FILES = ("DICOMDIR",)
 VOLUME_SUFFIXES = (".nii", ".nii.gz")  # files read whole, as volumes (DICOM series folders too)
 
 
@@ -40,8 +44,14 @@ def image_suffix(path: Path) -> str | None:
 
 
 def file_stem(path: Path) -> str:
-    """The name without its image-format suffix (a UID-like name stays whole)."""
-    return path.name[: len(path.name) - len(image_suffix(path) or "")]
+    """The name without its suffix; a UID-like name (digits after the last dot) stays whole."""
+    suffix = image_suffix(path)
+    return path.stem if suffix is None else path.name[: len(path.name) - len(suffix)]
+
+
+def is_index_file(path: Path) -> bool:
+    """A DICOM export's index (DICOMDIR): not an image, skipped when folders are read."""
+    return path.name.upper() in INDEX_FILES
 
 
 def find_subfolder(folder: Path, names: tuple[str, ...]) -> Path | None:
@@ -63,8 +73,8 @@ def pair_sources(folder: Path) -> dict[str, Path]:
     (notes.txt) and hidden entries are skipped; two images sharing a stem are an error."""
     out: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or (path.is_file() and image_suffix(path) is None):
-            continue  # hidden, or another format's file (notes.txt)
+        if path.name.startswith(".") or is_index_file(path) or (path.is_file() and image_suffix(path) is None):
+            continue  # hidden, a DICOMDIR, or another format's file (notes.txt)
         stem = file_stem(path)
         if stem in out:
             raise MedfuseError(f"two files share the stem {stem!r}: {out[stem].name} and {path.name}", folder)

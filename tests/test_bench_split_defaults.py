@@ -52,10 +52,21 @@ def test_split_defaults_come_from_the_checkpoints_training_run(data, tmp_path):
     assert "split: seed 3, validation fraction 0.3" in said and "from the checkpoint's training run" in said
     # what the user gives wins, option by option
     pairs, said = _val_pairs(data, ckpt, "--val-fraction", "0.2")
-    assert pairs == 2 and "validation fraction 0.2" in said and "--val-fraction" not in said.split("(")[1]
+    assert pairs == 2 and "validation fraction 0.2" in said
+    assert said.rstrip().endswith("(--seed, --case-regex from the checkpoint's training run)")
 
 
 def test_a_pretraining_checkpoint_or_no_checkpoint_keeps_trainings_defaults(data, tmp_path):
     ckpt = _checkpoint(tmp_path / "pre.pt", stage="pretrain", seed=5, val_fraction=0.5, case_regex=None)
     pairs, said = _val_pairs(data, ckpt)
     assert pairs == 2 and "split:" not in said  # 0.2 of 10 cases, the Harvard regex
+
+
+def test_keys_a_checkpoint_lacks_keep_trainings_defaults(data, tmp_path):
+    """An older fine-tuning checkpoint without case_regex: Harvard's, as training would fill it in,
+    and only what the checkpoint did give is said to come from it."""
+    ckpt = _checkpoint(tmp_path / "old.pt", stage="finetune", seed=3)
+    pairs, said = _val_pairs(data, ckpt)
+    names = sorted(p.stem for p in (data / "CT").iterdir())
+    assert pairs == len(split_by_case(names, 0.2, HARVARD_CASE_REGEX, 3)[1])
+    assert f"case regex '{HARVARD_CASE_REGEX}'" in said and said.rstrip().endswith("(--seed from the checkpoint's training run)")

@@ -104,6 +104,7 @@ def test_pair_keys_strip_one_suffix_and_nii_gz():
     # a UID-named DICOM file (PACS export) keeps its digits: two slices are two keys, not one
     assert pair_key(Path("s/1.2.826.0.1.3680043.8.498.11")) == "s/1.2.826.0.1.3680043.8.498.11"
     assert pair_key(Path("1.2.3.4.DCM")) == "1.2.3.4" and pair_key(Path("IM0004")) == "IM0004"
+    assert pair_key(Path("IM0001.IMA")) == "IM0001" and pair_key(Path("scan.xyz")) == "scan"  # any other suffix: cut
 
 
 def test_image_suffix_knows_formats_uids_and_other_files():
@@ -115,7 +116,7 @@ def test_image_suffix_knows_formats_uids_and_other_files():
              "1.2.840.10008.5.1.4": "", "notes.txt": None, "meta.json": None}
     assert {name: image_suffix(Path(name)) for name in cases} == cases
     assert file_stem(Path("v.nii.gz")) == "v" and file_stem(Path("1.2.840.10008.5.1.4")) == "1.2.840.10008.5.1.4"
-    assert file_stem(Path("notes.txt")) == "notes.txt"
+    assert file_stem(Path("notes.txt")) == "notes" and file_stem(Path("IM0001.IMA")) == "IM0001"
 
 
 def test_mixed_inputs_and_missing_paths(tmp_path):
@@ -151,3 +152,15 @@ def test_folders_without_shared_names(tmp_path):
         (tmp_path / side / name).write_bytes(b"x")
     with pytest.raises(MedfuseError, match="share no file name"):
         match_folders(tmp_path / "CT", tmp_path / "MRI", tmp_path / "out")
+
+
+def test_folder_mean_metrics_skip_pairs_without_a_value():
+    """A pair whose CT has no bone has no CTDim (NaN): the folder's mean is the others', as in medfuse-bench."""
+    import math
+
+    from medfuse.runtime.cli_support import _mean_metrics
+
+    outputs = [{"metrics": {"EN": 3.0, "CTDim": math.nan, "PSNR": math.inf}},
+               {"metrics": {"EN": 5.0, "CTDim": 2.0, "PSNR": 12.0}}, {"metrics": None}]
+    assert _mean_metrics(outputs) == {"EN": 4.0, "CTDim": 2.0, "PSNR": 12.0}
+    assert math.isnan(_mean_metrics([{"metrics": {"CTDim": math.nan}}])["CTDim"])

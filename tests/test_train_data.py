@@ -119,3 +119,17 @@ def test_uid_named_files_and_series_folders_pair_by_their_whole_name(tmp_path, p
         for case, uid in zip(sorted((series / folder).iterdir()), uids):
             case.rename(case.parent / uid)
     assert [p.name for p in find_pairs(series, "finetune")[0]] == uids  # two series, not one shared stem
+
+
+def test_siemens_ima_files_pair_and_a_dicomdir_is_skipped(tmp_path):
+    from medfuse.runtime.inputs import match_folders
+
+    series = write_phantom_dataset(tmp_path / "s", n_cases=1, slices_per_case=1, size=64, fmt="dicom")
+    root = tmp_path / "d"
+    for folder, suffix in (("CT", ".IMA"), ("MRI", ".dcm")):
+        (root / folder).mkdir(parents=True)
+        shutil.copy(next((series / folder).glob("*/*.dcm")), root / folder / f"IM0001{suffix}")
+        (root / folder / "DICOMDIR").write_bytes(b"\0" * 132)  # a media index: no image in it
+    pairs, unpaired = find_pairs(root, "finetune")
+    assert [p.name for p in pairs] == ["IM0001"] and unpaired == []
+    assert [job.name for job in match_folders(root / "CT", root / "MRI", tmp_path / "o").jobs] == ["IM0001"]
