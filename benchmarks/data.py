@@ -24,7 +24,7 @@ import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -122,20 +122,31 @@ def _functional(name: str, img: MedicalImage, mri: MedicalImage, pair: str, cfg:
     return Pair(name, img, mri, to_gray255(rgb).astype(np.uint8), _reference(mri, mri_to_unit, cfg), pair, rgb)
 
 
-# One pair to score before it is loaded: name, the two sources, and a volume's slice index and
-# images (read to know its depth); a 2D pair is read only if `--limit` keeps it.
-_Entry = tuple[str, tuple[Path, Path], int | None, tuple[MedicalImage, MedicalImage] | None]
+# One pair to score before it is read: its name, the two sources, and a volume's slice index.
+_Entry = tuple[str, tuple[Path, Path], int | None]
 
 
 def _entries(name: str, files: tuple[Path, Path]) -> list[_Entry]:
-    """A 2D pair as one entry; a volume pair as one per slice, read and checked as training does
-    (`pairing.read_slices`) and named as training names them (`01#0`; a one-slice volume: `01`)."""
+    """A 2D pair as one entry; a volume pair as one per slice, named as training names them (`01#0`;
+    a one-slice volume: `01`). A volume is read here (checked as training checks it) only to learn
+    its depth, and dropped: `--limit` may keep a few of its slices, which are read again then."""
     if not any(pairing.is_volume_source(p) for p in files):
-        return [(name, files, None, None)]
-    firsts, seconds = pairing.read_slices(*files)
-    if len(firsts) == 1:
-        return [(name, files, None, (firsts[0], seconds[0]))]
-    return [(f"{name}#{i}", files, i, images) for i, images in enumerate(zip(firsts, seconds))]
+        return [(name, files, None)]
+    depth = len(pairing.read_slices(*files)[0])
+    return [(name, files, None)] if depth == 1 else [(f"{name}#{i}", files, i) for i in range(depth)]
+
+
+def _read_entries(entries: list[_Entry]) -> Iterator[tuple[_Entry, MedicalImage, MedicalImage]]:
+    """Each entry's two 2D images; a volume is read once for its consecutive entries, and a kept
+    slice is copied out of it, so the volume itself is freed."""
+    volume: tuple[tuple[Path, Path], tuple[list[MedicalImage], list[MedicalImage]]] | None = None
+    for entry in entries:
+        _, files, index = entry
+        if volume is None or volume[0] != files:
+            volume = (files, pairing.read_slices(*files))
+        firsts, seconds = volume[1]
+        i = 0 if index is None else index
+        yield entry, *(replace(img, pixels=img.pixels.copy()) for img in (firsts[i], seconds[i]))
 
 
 def load_pairs(folder: str | Path, sel: Selection = Selection(), cfg: PreprocessConfig | None = None) -> list[Pair]:
@@ -147,8 +158,7 @@ def load_pairs(folder: str | Path, sel: Selection = Selection(), cfg: Preprocess
         raise MedfuseError("no pairs left after the split/--cases selection", folder)
     entries = pairing.spread([e for name in names for e in _entries(name, found[name])], sel.limit)
     pairs = []
-    for name, files, index, images in entries:
-        ct, mri = images if images is not None else (img[0] for img in pairing.read_slices(*files))
+    for (name, files, index), ct, mri in _read_entries(entries):
         if is_functional(pair):
             loaded = _functional(name, ct, mri, pair, cfg)
         else:

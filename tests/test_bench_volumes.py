@@ -138,3 +138,12 @@ def test_report_on_volumes_says_why_it_has_no_overhead_rows(tmp_path, tiny):
     doc = json.loads((out / "results.json").read_text())
     assert doc["overhead"] == [] and any("the data holds volumes" in s["reason"] for s in doc["skipped"])
     assert {r["pairs"] for r in doc["quality"]} == {2 * DEPTH}
+
+
+def test_limit_keeps_only_its_slices_not_their_volumes(tmp_path):
+    """--limit on a large collection: the kept slices are copies, so no whole volume stays in memory
+    behind them (views kept every selected volume alive)."""
+    root = _volumes(tmp_path / "d", "nifti", n_cases=3)
+    pairs = load_pairs(root, Selection(limit=2))
+    assert len(pairs) == 2 and {p.slice_index for p in pairs} <= set(range(DEPTH))
+    assert all(img.pixels.flags.owndata and img.pixels.ndim == 2 for p in pairs for img in (p.ct, p.mri))
