@@ -119,7 +119,7 @@ def _scores(fused: Fused, p: Pair, ssim_data_range: float) -> dict[str, float]:
     if p.source_rgb is not None:
         out[CHROMA_METRIC] = chroma_error(shown, p.source_rgb)
     else:
-        out[CT_DIM_METRIC] = ct_dimming(scored, p.ref_ct)
+        out[CT_DIM_METRIC] = ct_dimming(scored, p.ref_ct, p.ct.pixels if p.ct.is_hu else None)
     return out
 
 

@@ -182,12 +182,14 @@ def side_by_side(prepared: PreparedPair, fused_rgb: np.ndarray, gap: int = 4) ->
     return np.hstack([ct, sep, mri, sep, fused_rgb])
 
 
-def pair_metrics(prepared: PreparedPair, fused_rgb: np.ndarray, fused: np.ndarray | None = None) -> dict[str, float]:
+def pair_metrics(prepared: PreparedPair, fused_rgb: np.ndarray, fused: np.ndarray | None = None,
+                 ct: MedicalImage | None = None) -> dict[str, float]:
     """Fusion metrics; a functional pair's on the fused luma (`fused`, before colouring moves it at
     the RGB cube's edge, as medfuse-bench scores it) plus ChromaErr against the source's colours;
-    a CT-MRI pair's plus CTDim (how much CT's bone is darkened)."""
+    a CT-MRI pair's plus CTDim (how much CT's bone is darkened; `ct`, the 2D CT read, gives its HU)."""
     from medfuse.runtime.metrics import CT_DIM_METRIC, ct_dimming, fusion_metrics  # numpy+OpenCV; only --metrics pays for it
 
+    ct_hu = ct.pixels if ct is not None and ct.is_hu else None
     ct, mri = panels(prepared)
     scored = fused_rgb
     if prepared.chroma is not None and fused is not None:
@@ -200,7 +202,7 @@ def pair_metrics(prepared: PreparedPair, fused_rgb: np.ndarray, fused: np.ndarra
 
         out[CHROMA_METRIC] = chroma_error(fused_rgb, ct)
     else:
-        out[CT_DIM_METRIC] = ct_dimming(scored, ct)
+        out[CT_DIM_METRIC] = ct_dimming(scored, ct, ct_hu)
     return {k: round(float(v), 4) for k, v in out.items()}
 
 
@@ -259,7 +261,7 @@ class PairWork:
             outcome.extra["side_by_side"] = str(side)
         write_together(writes)
         if self.options.metrics:
-            outcome.metrics = pair_metrics(prepared, rgb, fused)
+            outcome.metrics = pair_metrics(prepared, rgb, fused, ct)
         return outcome
 
     def fail(self, job: PairJob, err: BaseException) -> Outcome:
@@ -375,6 +377,6 @@ def fuse_volume(fuser: Fuser, ct_path: Path, mri_path: Path, out: Path, options:
         outcome.extra["side_by_side"] = str(options.side_by_side)
     write_together(writes)
     if options.metrics:
-        outcome.metrics = pair_metrics(work.prepared[middle], work.fused[middle])
+        outcome.metrics = pair_metrics(work.prepared[middle], work.fused[middle], ct=ct.slice(middle))
         outcome.extra["metrics_slice"] = middle
     return outcome

@@ -38,9 +38,13 @@ METRIC_NAMES = ("EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM", "PSN
 DEFAULT_SSIM_DATA_RANGE = 255.0
 LEVELS = 256
 CT_DIM_METRIC = "CTDim"
-# CT's "high intensity" pixels as the spec's medical loss term masks them (gray > 0.5): in a CT
-# window, bone and calcification.
+# CT's "high intensity" pixels as the spec's medical loss term masks them (gray > 0.5): in an
+# 8-bit CT, already windowed for display (the Harvard PNGs), bone and calcification.
 CT_BRIGHT_LEVEL = 127.5
+# A CT in HU (DICOM, NIfTI) is masked in HU instead, since its display window is a choice (mid-grey
+# of the default 40/400 window is 40 HU: grey matter): from the calcium threshold up (Agatston's
+# 130 HU), so bone, calcification and contrast-filled vessels.
+CT_BRIGHT_HU = 130.0
 
 # Xydeas-Petrovic edge-preservation constants (gradient strength g, orientation a).
 _QABF_G = (0.9994, -15.0, 0.5)
@@ -244,14 +248,16 @@ def qabf(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sum(q) / weight)
 
 
-def ct_dimming(fused: np.ndarray, ct: np.ndarray, level: float = CT_BRIGHT_LEVEL) -> float:
-    """CTDim: mean grey levels (0-255) by which the fusion is darker than CT where CT is brighter
-    than `level`; 0 = bone kept as bright as in CT (the pixel maximum). Brighter is not counted
-    (MRI's brighter pixels may win there). NaN when the CT has no such pixels."""
+def ct_dimming(fused: np.ndarray, ct: np.ndarray, ct_hu: np.ndarray | None = None) -> float:
+    """CTDim: mean grey levels (0-255) by which the fusion is darker than the 8-bit CT where CT is
+    bright: above mid-grey (CT_BRIGHT_LEVEL), or with the CT's HU values (`ct_hu`, same grid) at
+    least CT_BRIGHT_HU. 0 = bone kept as bright as in CT (the pixel maximum). Brighter is not
+    counted (MRI's brighter pixels may win there). NaN when the CT has no such pixels."""
     f, c = to_gray255(fused), to_gray255(ct)
-    if f.shape != c.shape:
-        raise ValueError(f"fused and CT shapes differ: {f.shape}, {c.shape}")
-    bright = c > level
+    if f.shape != c.shape or (ct_hu is not None and ct_hu.shape != c.shape):
+        raise ValueError(f"fused and CT shapes differ: {f.shape}, {c.shape}"
+                         + (f", {ct_hu.shape} (HU)" if ct_hu is not None else ""))
+    bright = c > CT_BRIGHT_LEVEL if ct_hu is None else ct_hu >= CT_BRIGHT_HU
     if not bright.any():
         return float("nan")
     return float(np.maximum(c[bright] - f[bright], 0.0).mean())

@@ -200,3 +200,18 @@ def test_ct_dimming_counts_only_darkened_bright_ct():
     assert math.isnan(M.ct_dimming(mri, np.full((8, 8), 100, np.uint8)))
     with pytest.raises(ValueError):
         M.ct_dimming(mri[:4], ct)
+
+
+def test_ct_dimming_of_a_hu_ct_masks_bone_in_hu_not_by_its_window():
+    """Mid-grey of the default 40/400 window is 40 HU (grey matter): darkening brain is not
+    darkening bone. With the HU values the mask is >= 130 HU."""
+    hu = np.full((8, 8), 45.0)  # brain, windowed above mid-grey
+    hu[:, :2] = 1000.0  # bone
+    ct8 = np.clip((hu + 160) / 400 * 255, 0, 255).round()
+    darker_brain = ct8.copy()
+    darker_brain[:, 2:] = 100
+    assert M.ct_dimming(darker_brain, ct8) > 20  # by the window: the brain counted
+    assert M.ct_dimming(darker_brain, ct8, hu) == 0.0  # by HU: bone only, and bone is kept
+    greyed_bone = ct8.copy()
+    greyed_bone[:, :2] = 155
+    assert M.ct_dimming(greyed_bone, ct8, hu) == pytest.approx(100.0)
