@@ -130,7 +130,7 @@ def _entries(name: str, files: tuple[Path, Path]) -> list[_Entry]:
     """A 2D pair as one entry; a volume pair as one per slice, named as training names them (`01#0`;
     a one-slice volume: `01`). A volume is read here (checked as training checks it) only to learn
     its depth, and dropped: `--limit` may keep a few of its slices, which are read again then."""
-    if not any(pairing.is_volume_source(p) for p in files):
+    if not any(pairing.may_hold_slices(p) for p in files):
         return [(name, files, None)]
     depth = len(pairing.read_slices(*files)[0])
     return [(name, files, None)] if depth == 1 else [(f"{name}#{i}", files, i) for i in range(depth)]

@@ -152,7 +152,16 @@ def _image(path: Path, ds: Dataset, pixels: np.ndarray, datasets: list[Dataset],
 
 def read_dicom_file(path: Path, *, slice_index: int | None = None, volume: bool = False) -> MedicalImage:
     """One DICOM file: a 2D image, or for a multi-frame file one frame (or all with volume=True)."""
+    return _file_image(path, load_dataset(path, force=path.suffix.lower() == ".dcm"), slice_index, volume)
+
+
+def read_dicom_stack(path: Path) -> MedicalImage:
+    """One DICOM file as stored: every frame of a multi-frame file (a volume), else its 2D image."""
     ds = load_dataset(path, force=path.suffix.lower() == ".dcm")
+    return _file_image(path, ds, None, frame_count(ds) > 1)
+
+
+def _file_image(path: Path, ds: Dataset, slice_index: int | None, volume: bool) -> MedicalImage:
     values = _to_values(_decode(ds, path), ds)
     spacing = _pixel_spacing(ds)
     if frame_count(ds) == 1:

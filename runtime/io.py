@@ -45,6 +45,21 @@ def read_volume(path: str | os.PathLike) -> MedicalImage:
     return check_finite(find_reader(path).read_volume(path))
 
 
+def read_stack(path: str | os.PathLike) -> MedicalImage:
+    """Every slice a source holds, as training and the benchmarks take it: a volume for a NIfTI
+    file, a DICOM series folder or a multi-frame (enhanced) DICOM file; else the 2D image."""
+    from medfuse.runtime import dicom_read
+    from medfuse.runtime.readers import DICOM, NIFTI
+
+    path = Path(path)
+    reader = find_reader(path)
+    if reader is DICOM and path.is_file():
+        return check_finite(dicom_read.read_dicom_stack(path))
+    if path.is_dir() or reader is NIFTI:
+        return check_finite(reader.read_volume(path))
+    return check_finite(reader.read(path, axis=2, slice_index=None))
+
+
 def check_finite(img: MedicalImage) -> MedicalImage:
     """Refuse NaN/Inf pixels (float TIFF, NIfTI masked with NaN): every later step would turn them
     into black or into garbage without a word."""

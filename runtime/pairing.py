@@ -28,7 +28,7 @@ IMAGE_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff", "
 # Files of a DICOM export that hold no image: the media index (DICOMDIR) is skipped wherever
 # folders are read.
 INDEX_FILES = ("DICOMDIR",)
-VOLUME_SUFFIXES = (".nii", ".nii.gz")  # files read whole, as volumes (DICOM series folders too)
+RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")  # always one 2D image
 
 
 def image_suffix(path: Path) -> str | None:
@@ -82,18 +82,19 @@ def pair_sources(folder: Path) -> dict[str, Path]:
     return out
 
 
-def is_volume_source(path: Path) -> bool:
-    """A DICOM series folder or a NIfTI file: read whole, every slice a 2D image."""
-    return path.is_dir() or image_suffix(path) in VOLUME_SUFFIXES
+def may_hold_slices(path: Path) -> bool:
+    """A source that may hold several slices (a DICOM series folder, a NIfTI file, a DICOM file,
+    which may be multi-frame); a PNG/JPEG/TIFF/BMP is one 2D image."""
+    return path.is_dir() or image_suffix(path) not in RASTER_SUFFIXES
 
 
 def read_slices(first: Path, second: Path) -> tuple[list[MedicalImage], list[MedicalImage]]:
     """The 2D images of one pair of sources: each slice of a volume (two volumes: checked as a
     pair, `check_volume_pair`), or the one image of a 2D file; as many on each side."""
-    from medfuse.runtime.io import read_image, read_volume  # noqa: PLC0415 (the readers pull in pydicom, nibabel)
+    from medfuse.runtime.io import read_stack  # noqa: PLC0415 (the readers pull in pydicom, nibabel)
     from medfuse.runtime.preprocess import check_volume_pair  # noqa: PLC0415
 
-    a, b = (read_volume(p) if is_volume_source(p) else read_image(p) for p in (first, second))
+    a, b = (read_stack(p) for p in (first, second))
     if a.is_volume and b.is_volume:
         check_volume_pair(a, b)
     firsts, seconds = _as_slices(a), _as_slices(b)

@@ -133,3 +133,20 @@ def test_siemens_ima_files_pair_and_a_dicomdir_is_skipped(tmp_path):
     pairs, unpaired = find_pairs(root, "finetune")
     assert [p.name for p in pairs] == ["IM0001"] and unpaired == []
     assert [job.name for job in match_folders(root / "CT", root / "MRI", tmp_path / "o").jobs] == ["IM0001"]
+
+
+def test_an_enhanced_multiframe_pair_gives_every_frame(tmp_path):
+    """Current scanners write a volume as one enhanced multi-frame file: training and medfuse-bench
+    take each frame, not the middle one alone (as a series folder gives each file)."""
+    from dicom_check import enhanced_image
+
+    from medfuse.benchmarks.data import load_pairs
+
+    root = tmp_path / "d"
+    for folder, modality in (("CT", "CT"), ("MRI", "MR")):
+        (root / folder).mkdir(parents=True)
+        enhanced_image(root / folder / "p1.dcm", modality=modality, positions=(10.0, 12.5, 15.0),
+                       frame_of_reference="1.2.3")
+    pairs, _ = find_pairs(root, "finetune")
+    assert len(PairDataset(pairs, CFG)) == 3
+    assert [p.name for p in load_pairs(root)] == ["p1#0", "p1#1", "p1#2"]
