@@ -39,11 +39,13 @@ def phantom_arrays(cfg: PreprocessConfig, count: int = len(PHANTOM_SLICES)) -> t
 
 
 def find_pairs(folder: str | Path) -> list[tuple[Path, Path]]:
-    """(CT, MRI) file pairs matched by name (suffix aside); MedfuseError naming the folder when there are none.
+    """(CT, MRI) sources matched by name (suffix aside); MedfuseError naming the folder when there are none.
 
-    The images sit directly in CT/ (or PET/, SPECT/) and MRI/: 2D files, or NIfTI volumes (their middle slice).
+    CT/ (or PET/, SPECT/) and MRI/ are read as training reads them (`pairing.pair_sources`): 2D
+    files, and volumes (NIfTI, DICOM series folders, multi-frame DICOM), each giving its middle
+    slice, so the training folder itself can calibrate.
     """
-    return [(src, mri) for _, src, mri in pairing.find_pairs(folder, what="calibration folder")]
+    return [(src, mri) for _, src, mri in pairing.find_pairs(folder, what="calibration folder", series=True)]
 
 
 def split_pairs(pairs: list, calibration: int, parity: int) -> tuple[list, list]:

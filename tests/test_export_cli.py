@@ -139,16 +139,17 @@ def test_calibration_folder_without_pairs(tmp_path, checkpoint):
     (empty / "CT").mkdir(parents=True)
     (empty / "MRI").mkdir()
     (empty / "CT" / "01001.png").write_bytes(b"x")  # no MRI partner
-    _assert_user_error(_cli(checkpoint, "-o", tmp_path / "out", "--int8", "--calib", empty), "no pairs: no file name (suffix aside) is in both CT/ and MRI/")
+    _assert_user_error(_cli(checkpoint, "-o", tmp_path / "out", "--int8", "--calib", empty), "no pairs: no file or series folder name (suffix aside) is in both CT/ and MRI/")
     _assert_user_error(_cli(checkpoint, "-o", tmp_path / "out", "--int8", "--calib", tmp_path / "none"), "does not exist")
     _assert_user_error(_cli(checkpoint, "-o", tmp_path / "out", "--int8"), "--int8 needs --calib")
     assert not (tmp_path / "out").exists()
 
 
-def test_calibration_folder_of_dicom_series_says_what_is_read(tmp_path, checkpoint, phantom_dicom_dir):
-    # CT/01/01001.dcm...: series subfolders; calibration reads only files directly in CT/ and MRI/
+def test_calibration_folder_of_dicom_series_is_read_as_training_reads_it(tmp_path, checkpoint, phantom_dicom_dir):
+    # CT/01/01001.dcm...: series subfolders (they were refused); each series gives its middle slice
     done = _cli(checkpoint, "-o", tmp_path / "out", "--int8", "--calib", phantom_dicom_dir)
-    _assert_user_error(done, "holds subfolders (DICOM series?)", "only files directly in it are read")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "model.int8.onnx").is_file()
 
 
 def test_old_opset_is_refused_before_the_checkpoint_loads(tmp_path):
@@ -176,7 +177,29 @@ def test_pairs_match_by_name_whatever_the_suffix(tmp_path):
         (tmp_path / sub).mkdir()
         for name in names:
             (tmp_path / sub / name).write_bytes(b"")
+    (tmp_path / "CT" / "04").mkdir()  # a DICOM series folder, as training reads it
+    (tmp_path / "mri" / "04").mkdir()
     found = [(c.name, m.name) for c, m in find_pairs(tmp_path)]
-    assert found == [("01001.dcm", "01001.png"), ("01002.png", "01002.png"), ("02001.nii.gz", "02001.nii.gz")]
+    assert found == [("01001.dcm", "01001.png"), ("01002.png", "01002.png"), ("02001.nii.gz", "02001.nii.gz"),
+                     ("04", "04")]
     calib, check = split_pairs(list(range(10)), calibration=4, parity=3)
     assert len(calib) == 4 and len(check) == 3 and not set(calib) & set(check)
+
+
+def test_calibration_pairs_from_dicom_series_folders(tmp_path):
+    """A training folder of DICOM series can calibrate int8: each series gives its middle slice,
+    prepared as the runtime prepares it (series subfolders were not read before)."""
+    import numpy as np
+
+    from medfuse.export.pairs import find_pairs, load_arrays
+    from medfuse.runtime.io import read_image
+    from medfuse.runtime.phantom import write_phantom_dataset
+    from medfuse.runtime.preprocess import PreprocessConfig, prepare_pair
+
+    root = write_phantom_dataset(tmp_path / "d", n_cases=2, slices_per_case=3, size=32, fmt="dicom")
+    found = find_pairs(root)
+    assert [c.name for c, _ in found] == ["01", "02"] and all(c.is_dir() for c, _ in found)
+    cfg = PreprocessConfig(input_size=32)
+    ct, mri = load_arrays(found, cfg)
+    expected = prepare_pair(read_image(found[1][0], slice_index=1), read_image(found[1][1], slice_index=1), cfg)
+    assert ct.shape == (2, 3, 32, 32) and np.array_equal(ct[1], expected.ct) and np.array_equal(mri[1], expected.mri)
