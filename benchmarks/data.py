@@ -71,7 +71,7 @@ class Selection:
 def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
     """(name, first source, MRI) for each name (suffix aside) in both subfolders, sorted: 2D image
     files, NIfTI volumes and DICOM series folders, by training's rule (`pairing.pair_sources`)."""
-    return pairing.find_pairs(folder, what="data folder", series=True)
+    return pairing.find_pairs(folder, what="data folder")
 
 
 def source_modality(folder: str | Path) -> str:

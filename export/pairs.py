@@ -45,7 +45,7 @@ def find_pairs(folder: str | Path) -> list[tuple[Path, Path]]:
     files, and volumes (NIfTI, DICOM series folders, multi-frame DICOM), each giving its middle
     slice, so the training folder itself can calibrate.
     """
-    return [(src, mri) for _, src, mri in pairing.find_pairs(folder, what="calibration folder", series=True)]
+    return [(src, mri) for _, src, mri in pairing.find_pairs(folder, what="calibration folder")]
 
 
 def split_pairs(pairs: list, calibration: int, parity: int) -> tuple[list, list]:

@@ -1,11 +1,10 @@
 """Registered pairs in a data folder: `CT/` (or `PET/`, `SPECT/`) beside `MRI/`, one stem per pair.
 
 The Harvard layout, and what `phantom.write_phantom_dataset` writes. A pair is the same file
-stem in both subfolders, so `CT/01001.dcm` pairs with `MRI/01001.png`. Export (calibration and
-parity pairs) and the benchmarks read folders through this module. Training (`train/data.py`)
-and the benchmarks read a modality folder by one rule, `pair_sources` (every image file, DICOM
-series folders too), and a volume pair slice by slice (`read_slices`); training is stricter
-about unpaired files (an error there). Export reads only files directly in the folders.
+stem in both subfolders, so `CT/01001.dcm` pairs with `MRI/01001.png`. Training
+(`train/data.py`), export (calibration and parity pairs) and the benchmarks read a modality
+folder by one rule, `pair_sources` (every image file, DICOM series folders too), and a volume
+pair slice by slice (`read_slices`); training is stricter about unpaired files (an error there).
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from medfuse.runtime.image import MedicalImage
 
 SOURCE_DIRS = ("ct", "pet", "spect")  # the first image of a pair: structural CT or a functional map
 MRI_DIRS = ("mri", "mr")
-PAIR_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".nii", ".nii.gz")
 # Every suffix that names an image format. Only these are cut off a name: PACS exports name DICOM
 # files and series folders by UID (1.2.840.113619.2.55.3.11), and a number after a dot is part
 # of such a name, not a format.
@@ -60,11 +58,6 @@ def find_subfolder(folder: Path, names: tuple[str, ...]) -> Path | None:
         if child.is_dir() and child.name.lower() in names:
             return child
     return None
-
-
-def images_by_stem(folder: Path, suffixes: tuple[str, ...] = PAIR_SUFFIXES) -> dict[str, Path]:
-    return {file_stem(p): p for p in sorted(folder.iterdir())
-            if p.is_file() and not p.name.startswith(".") and image_suffix(p) in suffixes}
 
 
 def pair_sources(folder: Path) -> dict[str, Path]:
@@ -115,13 +108,11 @@ def _some(names: list[str], shown: int = 3) -> str:
     return ", ".join(names[:shown]) + more
 
 
-def find_pairs(folder: str | Path, what: str = "data folder", suffixes: tuple[str, ...] = PAIR_SUFFIXES,
-               series: bool = False) -> list[tuple[str, Path, Path]]:
+def find_pairs(folder: str | Path, what: str = "data folder") -> list[tuple[str, Path, Path]]:
     """(stem, first source, MRI) for every stem in both subfolders, sorted; one clear error otherwise.
 
+    Each subfolder is read by `pair_sources` (images and DICOM series folders, training's rule);
     `what` names the folder's role in the messages ("calibration folder", "data folder").
-    Without `series`, the files directly in the subfolders whose suffix is one of `suffixes`; with
-    it, every image and DICOM series folder by `pair_sources` (training's rule; `suffixes` unused).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -129,20 +120,12 @@ def find_pairs(folder: str | Path, what: str = "data folder", suffixes: tuple[st
     src_dir, mri_dir = find_subfolder(folder, SOURCE_DIRS), find_subfolder(folder, MRI_DIRS)
     if src_dir is None or mri_dir is None:
         raise MedfuseError(f"{what} needs a CT/ (or PET/, SPECT/) and an MRI/ subfolder", folder)
-    if series:
-        src, mri = pair_sources(src_dir), pair_sources(mri_dir)
-    else:
-        src, mri = images_by_stem(src_dir, suffixes), images_by_stem(mri_dir, suffixes)
+    src, mri = pair_sources(src_dir), pair_sources(mri_dir)
     stems = sorted(src.keys() & mri.keys())
     if not stems:
-        nested = not series and not src and any(p.is_dir() for p in src_dir.iterdir())
-        hint = (f"; {src_dir.name}/ holds subfolders (DICOM series?), but only files directly in it are read: "
-                "give 2D images or NIfTI volumes") if nested else ""
-        names = "" if nested else (f" ({src_dir.name}/ has {_some(sorted(src))}; "
-                                   f"{mri_dir.name}/ has {_some(sorted(mri))})")
-        noun = "file or series folder name" if series else "file name"
-        raise MedfuseError(f"no pairs: no {noun} (suffix aside) is in both {src_dir.name}/ and {mri_dir.name}/"
-                           f"{names}{hint}", folder)
+        raise MedfuseError(f"no pairs: no file or series folder name (suffix aside) is in both {src_dir.name}/ and "
+                           f"{mri_dir.name}/ ({src_dir.name}/ has {_some(sorted(src))}; "
+                           f"{mri_dir.name}/ has {_some(sorted(mri))})", folder)
     return [(s, src[s], mri[s]) for s in stems]
 
 
