@@ -37,6 +37,40 @@ def _seconds(tm: object) -> float | None:
         return None
 
 
+def _date_seconds(da: object) -> float | None:
+    """A DICOM DA (YYYYMMDD) as seconds since 0001-01-01, for differences of dates."""
+    import datetime as dt
+
+    text = str(da or "").strip()[:8]
+    try:
+        return (dt.date(int(text[:4]), int(text[4:6]), int(text[6:8])) - dt.date(1, 1, 1)).total_seconds()
+    except ValueError:
+        return None
+
+
+def _elapsed(scan_date: object, scan_time: object, info) -> float | None:
+    """Seconds from the injection to the scan time the activities refer to, or None when unknown.
+
+    With dates on both sides (RadiopharmaceuticalStartDateTime, the series' date) the difference
+    is exact. With times alone a scan up to 12 h "before" the injection is a scan after midnight
+    of an evening injection; a scan a little before it means the two clocks disagree (injector and
+    scanner), and no SUV is better than one off by a day's decay."""
+    start = _seconds(scan_time)
+    stamp = str(info.get("RadiopharmaceuticalStartDateTime") or "").strip()
+    injected_day = _date_seconds(stamp[:8]) if len(stamp) >= 14 else None
+    injected = _seconds(stamp[8:]) if injected_day is not None else _seconds(info.get("RadiopharmaceuticalStartTime"))
+    if start is None or injected is None:
+        return None
+    scan_day = _date_seconds(scan_date)
+    if injected_day is not None and scan_day is not None:
+        elapsed = (scan_day + start) - (injected_day + injected)
+        return elapsed if elapsed >= 0 else None
+    elapsed = start - injected
+    if elapsed < 0:
+        elapsed = elapsed + 86400 if elapsed < -43200 else None
+    return elapsed
+
+
 def suv_factor(ds) -> float | None:
     """Multiplier from Bq/ml to body-weight SUV (g/ml), or None when the header lacks a field."""
     units = str(ds.get("Units", "")).upper()
@@ -54,11 +88,14 @@ def suv_factor(ds) -> float | None:
     correction = str(ds.get("DecayCorrection", "START")).upper()
     decay = 1.0
     if correction in ("START", "NONE"):
-        when = ds.get("SeriesTime") if correction == "START" else ds.get("AcquisitionTime", ds.get("SeriesTime"))
-        start, injected = _seconds(when), _seconds(info.get("RadiopharmaceuticalStartTime"))
-        if start is None or injected is None:
+        if correction == "START":
+            date, when = ds.get("SeriesDate"), ds.get("SeriesTime")
+        else:
+            date = ds.get("AcquisitionDate", ds.get("SeriesDate"))
+            when = ds.get("AcquisitionTime", ds.get("SeriesTime"))
+        elapsed = _elapsed(date, when, info)
+        if elapsed is None:
             return None
-        elapsed = (start - injected) % 86400  # an injection before midnight, a scan after it
         decay = 2.0 ** (-elapsed / float(half_life))
     elif correction != "ADMIN":
         return None  # an unknown convention: counts, not a guessed SUV

@@ -146,6 +146,27 @@ def test_suv_factor_from_the_pet_header():
     assert suv_factor(_pt_dataset(Units="GML")) == 1.0
 
 
+def test_suv_elapsed_time_across_midnight_clock_skew_and_dates():
+    """A scan 30 s before the recorded injection is two clocks disagreeing, not a scan a day
+    later (the factor came out 6000 times too large and the PET saturated)."""
+    one_hour = 70_000 / (370e6 * 2 ** (-3600 / 6586.2))
+    assert suv_factor(_pt_dataset(**_suv_header(SeriesTime="095930"))) is None
+
+    def after_midnight(**override):
+        header = _suv_header(SeriesTime="003000", **override)
+        header["RadiopharmaceuticalInformationSequence"][0].RadiopharmaceuticalStartTime = "233000"
+        return header
+
+    # an evening injection, a scan after midnight: times alone say so
+    assert suv_factor(_pt_dataset(**after_midnight())) == pytest.approx(one_hour)
+    # dates on both sides: exact, whatever the times alone would suggest
+    dated = after_midnight(SeriesDate="20261205")
+    dated["RadiopharmaceuticalInformationSequence"][0].RadiopharmaceuticalStartDateTime = "20261204233000"
+    assert suv_factor(_pt_dataset(**dated)) == pytest.approx(one_hour)
+    dated["SeriesDate"] = "20261204"  # the same times on one day: the scan before the injection
+    assert suv_factor(_pt_dataset(**dated)) is None
+
+
 def test_gray_pet_dicom_is_scaled_by_suv_else_by_percentile_and_drawn_in_hot():
     ds = _pt_dataset(**_suv_header())
     factor = suv_factor(ds)
