@@ -32,7 +32,7 @@ import numpy as np
 from medfuse.runtime import pairing
 from medfuse.runtime.errors import MedfuseError
 from medfuse.runtime.image import MedicalImage
-from medfuse.runtime.modality import DEFAULT_MODALITY_PAIR, is_functional, pair_of_folder
+from medfuse.runtime.modality import DEFAULT_MODALITY_PAIR, is_functional
 from medfuse.runtime.preprocess import PreprocessConfig, ct_to_unit, mri_to_unit
 
 SPLITS = ("all", "train", "val")
@@ -76,8 +76,7 @@ def find_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
 
 def source_modality(folder: str | Path) -> str:
     """The modality pair of a data folder, from its first source subfolder's name (CT, PET, SPECT)."""
-    src = pairing.find_subfolder(Path(folder), pairing.SOURCE_DIRS)
-    return pair_of_folder(src.name) if src is not None else DEFAULT_MODALITY_PAIR
+    return pairing.folder_modality(folder)
 
 
 def select(names: list[str], sel: Selection, folder: Path | None = None) -> list[str]:

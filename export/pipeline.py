@@ -25,6 +25,7 @@ from medfuse.export.runners import engine_outputs, torch_outputs
 from medfuse.export.tensorrt_build import EngineOptions, build_engine, engine_unavailable
 from medfuse.export.triton import write_repository
 from medfuse.export.variants import VARIANTS, export_variant
+from medfuse.runtime import pairing
 from medfuse.runtime.checksum import sha256_file
 from medfuse.runtime.errors import MedfuseError
 
@@ -84,6 +85,9 @@ def load(ctx: Context, real_pairs: list[tuple[Path, Path]]) -> None:
     ctx.model, model_cfg, ctx.preprocess_config = model_from_checkpoint(data, ctx.request.checkpoint)
     ctx.checkpoint_sha256 = sha256_file(ctx.request.checkpoint)
     ctx.modality_pair = exported_modality_pair(data, ctx.request.checkpoint)
+    if real_pairs and pairing.folder_modality(ctx.request.calib_dir) != ctx.modality_pair:
+        raise MedfuseError(f"holds {pairing.folder_modality(ctx.request.calib_dir)} pairs, but the model fuses "
+                           f"{ctx.modality_pair}: calibrate and check it on pairs of its own kind", ctx.request.calib_dir)
     ctx.model_config = model_cfg.to_dict()
     ctx.metadata = build_metadata(ctx.model_config, ctx.preprocess_config.to_dict(), ctx.checkpoint_sha256,
                                   ctx.modality_pair)

@@ -52,6 +52,14 @@ def is_index_file(path: Path) -> bool:
     return path.name.upper() in INDEX_FILES
 
 
+def folder_modality(folder: str | Path) -> str:
+    """The modality pair of a data folder, from its first source subfolder's name (CT, PET, SPECT)."""
+    from medfuse.runtime.modality import DEFAULT_MODALITY_PAIR, pair_of_folder  # noqa: PLC0415
+
+    src = find_subfolder(Path(folder), SOURCE_DIRS)
+    return pair_of_folder(src.name) if src is not None else DEFAULT_MODALITY_PAIR
+
+
 def find_subfolder(folder: Path, names: tuple[str, ...]) -> Path | None:
     """The first subfolder whose lower-case name is one of `names` (CT/, ct/, PET/ ...)."""
     for child in sorted(folder.iterdir()):

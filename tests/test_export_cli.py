@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -203,3 +204,14 @@ def test_calibration_pairs_from_dicom_series_folders(tmp_path):
     ct, mri = load_arrays(found, cfg)
     expected = prepare_pair(read_image(found[1][0], slice_index=1), read_image(found[1][1], slice_index=1), cfg)
     assert ct.shape == (2, 3, 32, 32) and np.array_equal(ct[1], expected.ct) and np.array_equal(mri[1], expected.mri)
+
+
+def test_calibration_pairs_of_another_modality_are_refused(tmp_path, checkpoint, phantom_dir):
+    """A CT-MRI model calibrated on a PET/ folder (or the reverse) passed, and its int8 parity was
+    judged on pairs it will never see."""
+    pet = tmp_path / "pet"
+    shutil.copytree(phantom_dir, pet)
+    (pet / "CT").rename(pet / "PET")
+    done = _cli(checkpoint, "-o", tmp_path / "out", "--int8", "--calib", pet)
+    _assert_user_error(done, "holds pet-mri pairs, but the model fuses ct-mri")
+    assert not (tmp_path / "out").exists()
