@@ -101,6 +101,11 @@ def detect_mode(ct: Path, mri: Path, out: Path) -> str:
         if kind == "nifti" and not series:
             raise MedfuseError(f"a NIfTI output needs two volumes; {ct} and {mri} are not single DICOM series", out)
         return "volume" if series else "folder"
+    if kind == "image" and out.suffix.lower() == ".dcm" and is_nifti(ct):
+        # The DICOM writer takes patient, study and plane from the CT: a NIfTI has none of them, and
+        # its voxel order is not DICOM's row/column order (the same reason as for a series below).
+        raise MedfuseError("a fused image of a NIfTI CT cannot be written as DICOM (no patient, study or plane "
+                           "to give it, and its voxel order is not DICOM's): name a .png output", out)
     if kind == "image":
         return "pair"
     if kind == "folder" and is_nifti(ct) and is_nifti(mri):

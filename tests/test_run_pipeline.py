@@ -142,6 +142,9 @@ def test_nifti_volumes_are_not_written_as_a_dicom_series(phantom_nifti_dir, tmp_
     """Slice by slice in voxel order the series came out transposed and, for RAS data, mirrored."""
     ct, mri = phantom_nifti_dir / "CT" / "01.nii.gz", phantom_nifti_dir / "MRI" / "01.nii.gz"
     assert detect_mode(ct, mri, tmp_path / "v.nii.gz") == "volume"
+    with pytest.raises(MedfuseError, match="NIfTI CT cannot be written as DICOM"):
+        detect_mode(ct, mri, tmp_path / "f.dcm")  # it had no patient or plane, and voxel order
+    assert detect_mode(ct, mri, tmp_path / "f.png") == "pair"
     with pytest.raises(MedfuseError, match="cannot be written as a DICOM series"):
         detect_mode(ct, mri, tmp_path / "series")
 
