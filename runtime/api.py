@@ -76,8 +76,11 @@ def load_model(model: str | os.PathLike | None = None, backend: str = "auto", pr
         verify_onnx(folder, runner.path)
     runner.activate()
     try:
-        cfg = preprocess_for(runner, folder, window, clahe, say)
         pair = modality_pair(runner.metadata, folder, runner.path)
+        if window is not None and pair != "ct-mri":  # it was ignored without a word
+            raise MedfuseError(f"a CT window applies to CT in HU; this {pair} model fuses a {pair.split('-')[0].upper()} "
+                               "image, which is scaled by SUV or its own range: leave --window/--window-preset out")
+        cfg = preprocess_for(runner, folder, window, clahe, say)
     except BaseException:
         runner.close()
         raise

@@ -41,10 +41,12 @@ def _parity(parity: dict | None) -> str:
     return f"{verdict} ({', '.join(figures)})" if figures else verdict
 
 
-def _preprocess_text(p: dict) -> str:
+def _preprocess_text(p: dict, modality_pair: str = "ct-mri") -> str:
     clahe = f"CLAHE clip {p['clahe_clip_limit']}" if p.get("clahe") else "no CLAHE"
-    return (f"{p['input_size']}x{p['input_size']} letterbox ({p['interpolation']}), CT window "
-            f"{p['ct_window_center']:g}/{p['ct_window_width']:g} HU, MRI percentiles "
+    # a functional image is scaled by SUV or its own range (runtime/functional.py), never windowed
+    first = (f"CT window {p['ct_window_center']:g}/{p['ct_window_width']:g} HU" if modality_pair == "ct-mri"
+             else f"{modality_pair.split('-')[0].upper()}: SUV 0-10 or its 99.5th percentile, hot colour map if gray")
+    return (f"{p['input_size']}x{p['input_size']} letterbox ({p['interpolation']}), {first}, MRI percentiles "
             f"{p['mri_percentile_low']:g}-{p['mri_percentile_high']:g}, {clahe}")
 
 
@@ -54,7 +56,7 @@ def _head(report) -> list[tuple[str, str]]:
             ("exported by", f"medfuse {report.medfuse_version or 'unknown'}"),
             ("checkpoint sha256", report.checkpoint_sha256 or "unknown"),
             ("modality pair", report.modality_pair),
-            ("preprocessing", _preprocess_text(report.preprocess))]
+            ("preprocessing", _preprocess_text(report.preprocess, report.modality_pair))]
     if report.model_config:
         cfg = report.model_config
         keys = ("encoder", "width", "output_head", "decoder_upsample", "refine_channels")

@@ -143,3 +143,22 @@ def test_modality_pair_settings_are_checked(pet_dir):
     assert len(pairs) == 6 and pairs[0].first.parent.name == "PET"
     with pytest.raises(MedfuseError, match="sub-folder SPECT/"):
         find_pairs(pet_dir, "finetune", modality_pair="spect-mri")
+
+
+def test_a_ct_window_given_to_a_pet_model_is_refused(capsys, pet_model, pet_dir, tmp_path):
+    """--window / --window-preset map CT HU; with a PET model they changed nothing, without a word."""
+    from run_main import run_main
+
+    from medfuse.runtime.cli import main
+
+    _, art, _ = pet_model
+    pet_path, mri_path = pet_dir / "PET" / "02001.png", pet_dir / "MRI" / "02001.png"
+    code, _, err = run_main(capsys, main, ["medfuse-run", pet_path, mri_path, "-o", tmp_path / "f.png", "--model", art,
+                                           "--window-preset", "bone"])
+    assert code == 2 and "this pet-mri model fuses a PET image" in err and "Traceback" not in err
+    assert not (tmp_path / "f.png").exists()
+    from medfuse.runtime.inspect_cli import main as inspect_main
+
+    code, out, err = run_main(capsys, inspect_main, ["medfuse-inspect", art])
+    assert code == 0, err
+    assert "PET: SUV 0-10 or its 99.5th percentile" in out and "CT window" not in out  # it showed 40/400 HU
