@@ -13,7 +13,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut, get_decoder
+from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder
 
 from .dicom_frames import (
     POSITION_TOLERANCE_MM,
@@ -119,15 +119,29 @@ def _invert_monochrome1(raw: np.ndarray, ds: Dataset) -> np.ndarray:
 
 
 def _to_values(raw: np.ndarray, ds: Dataset) -> np.ndarray:
-    """Stored pixels -> float32 values: modality LUT for gray (per frame for enhanced files), RGB as it is."""
+    """Stored pixels -> float32 values: modality LUT for gray (per frame for enhanced files), RGB as
+    it is, a PALETTE COLOR image through its palette (a PET or SPECT exported in its colour map)."""
     if int(ds.get("SamplesPerPixel", 1)) > 1:
         return raw.astype(np.float32)
+    if _is_palette(ds):
+        return apply_color_lut(raw, ds).astype(np.float32)
     quantitative = _is_hu(ds) or ds.get("Modality") == "PT"  # HU and activity keep their meaning
     if ds.get("PhotometricInterpretation") == "MONOCHROME1" and not quantitative:
         raw = _invert_monochrome1(raw, ds)
     if frame_count(ds) > 1 and _rescale(ds, 0) is not ds:  # enhanced: each frame through its own group's LUT
         return np.stack([apply_modality_lut(frame, _rescale(ds, i)) for i, frame in enumerate(raw)]).astype(np.float32)
     return apply_modality_lut(raw, _rescale(ds, 0)).astype(np.float32)  # frame 0: a one-frame enhanced file's
+
+
+def _is_palette(ds: Dataset) -> bool:
+    return ds.get("PhotometricInterpretation") == "PALETTE COLOR"
+
+
+def _bit_depth(ds: Dataset) -> int | None:
+    """Bits of a sample as the pixels hold them: a palette image's are its palette entries'."""
+    if _is_palette(ds) and "RedPaletteColorLookupTableDescriptor" in ds:
+        return int(ds.RedPaletteColorLookupTableDescriptor[2])
+    return int(ds.get("BitsStored", ds.get("BitsAllocated", 0))) or None
 
 
 def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
@@ -144,7 +158,7 @@ def _image(path: Path, ds: Dataset, pixels: np.ndarray, datasets: list[Dataset],
         format="dicom",
         modality=ds.get("Modality"),
         is_hu=_is_hu(ds),
-        bit_depth=int(ds.get("BitsStored", ds.get("BitsAllocated", 0))) or None,
+        bit_depth=_bit_depth(ds),
         datasets=datasets,
         **extra,
     )

@@ -221,3 +221,33 @@ def test_nearly_empty_functional_image_keeps_its_grey_levels():
     pixels.flat[:300] = np.arange(1, 301)
     unit, _ = activity_to_unit(MedicalImage(pixels, Path("pet.png"), "png", bit_depth=16))
     assert len(np.unique(unit[unit > 0])) == 300 and unit.max() == 1.0
+
+
+def test_a_palette_colour_pet_dicom_keeps_its_palette(tmp_path):
+    """A PET exported in its colour map as PALETTE COLOR: the indices were redrawn in `hot`."""
+    import pydicom
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    from medfuse.runtime.io import read_image
+
+    ds = pydicom.Dataset()
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = pydicom.uid.SecondaryCaptureImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.Modality, ds.PatientID = "PT", "P1"
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 4, 4, 1, "PALETTE COLOR"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ramp = np.arange(256, dtype=np.uint16)
+    for colour, entries in (("Red", ramp[::-1]), ("Green", ramp // 2), ("Blue", ramp)):  # blue to red
+        setattr(ds, f"{colour}PaletteColorLookupTableDescriptor", [256, 0, 8])
+        setattr(ds, f"{colour}PaletteColorLookupTableData", entries.astype(np.uint8).tobytes())
+    indices = np.arange(16, dtype=np.uint8).reshape(4, 4) * 16
+    ds.PixelData = indices.tobytes()
+    path = tmp_path / "pet_palette.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    img = read_image(path)
+    assert img.is_rgb and img.bit_depth == 8
+    np.testing.assert_array_equal(img.pixels[..., 2], indices)  # the palette, not the indices as gray
+    np.testing.assert_array_equal(img.pixels[..., 0], 255 - indices)
+    np.testing.assert_allclose(functional_rgb(img), img.pixels / 255.0)
