@@ -135,14 +135,14 @@ def _entries(name: str, files: tuple[Path, Path]) -> list[_Entry]:
     return [(name, files, None)] if depth == 1 else [(f"{name}#{i}", files, i) for i in range(depth)]
 
 
-def _read_entries(entries: list[_Entry]) -> Iterator[tuple[_Entry, MedicalImage, MedicalImage]]:
+def _read_entries(entries: list[_Entry], functional: bool) -> Iterator[tuple[_Entry, MedicalImage, MedicalImage]]:
     """Each entry's two 2D images; a volume is read once for its consecutive entries, and a kept
     slice is copied out of it, so the volume itself is freed."""
     volume: tuple[tuple[Path, Path], tuple[list[MedicalImage], list[MedicalImage]]] | None = None
     for entry in entries:
         _, files, index = entry
         if volume is None or volume[0] != files:
-            volume = (files, pairing.read_slices(*files))
+            volume = (files, pairing.read_slices(*files, functional))
         firsts, seconds = volume[1]
         i = 0 if index is None else index
         yield entry, *(replace(img, pixels=img.pixels.copy()) for img in (firsts[i], seconds[i]))
@@ -157,7 +157,7 @@ def load_pairs(folder: str | Path, sel: Selection = Selection(), cfg: Preprocess
         raise MedfuseError("no pairs left after the split/--cases selection", folder)
     entries = pairing.spread([e for name in names for e in _entries(name, found[name])], sel.limit)
     pairs = []
-    for (name, files, index), ct, mri in _read_entries(entries):
+    for (name, files, index), ct, mri in _read_entries(entries, is_functional(pair)):
         if is_functional(pair):
             loaded = _functional(name, ct, mri, pair, cfg)
         else:

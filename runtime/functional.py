@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from medfuse.runtime.color import colorize
@@ -102,16 +104,43 @@ def suv_factor(ds) -> float | None:
     return float(ds.PatientWeight) * 1000.0 / (float(dose) * decay)
 
 
-def activity_to_unit(img: MedicalImage) -> tuple[np.ndarray, str]:
-    """A gray functional image -> [0, 1] and how it was scaled ('suv', '8-bit' or 'percentile')."""
-    pixels = np.asarray(img.pixels, np.float32)
+def _scaling(img: MedicalImage) -> tuple[str, float | None]:
+    """How a gray functional image is scaled: ('suv', factor), ('8-bit', None) or ('percentile', None)."""
     ds = img.datasets[0] if img.datasets else None
     factor = suv_factor(ds) if ds is not None and img.modality == "PT" else None
     if factor is not None:
-        return np.clip(pixels * np.float32(factor / SUV_DISPLAY_MAX), 0.0, 1.0), "suv"
+        return "suv", factor
     if img.bit_depth == 8 and img.format != "dicom":
-        return np.clip(pixels / np.float32(255.0), 0.0, 1.0), "8-bit"
-    return normalize_mri(np.maximum(pixels, 0.0), 0.0, PERCENTILE_HIGH), "percentile"
+        return "8-bit", None
+    return "percentile", None
+
+
+def activity_to_unit(img: MedicalImage) -> tuple[np.ndarray, str]:
+    """A gray functional image -> [0, 1] and how it was scaled ('suv', '8-bit' or 'percentile';
+    percentile over the whole volume when the image is a slice that carries its volume's range)."""
+    pixels = np.asarray(img.pixels, np.float32)
+    how, factor = _scaling(img)
+    if how == "suv":
+        return np.clip(pixels * np.float32(factor / SUV_DISPLAY_MAX), 0.0, 1.0), how
+    if how == "8-bit":
+        return np.clip(pixels / np.float32(255.0), 0.0, 1.0), how
+    if img.value_range is not None:
+        lo, hi = img.value_range
+        return (np.clip((pixels - lo) / np.float32(hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(pixels)), how
+    return normalize_mri(np.maximum(pixels, 0.0), 0.0, PERCENTILE_HIGH), how
+
+
+def with_volume_range(volume: MedicalImage) -> MedicalImage:
+    """A gray functional volume scaled by percentile (no SUV) gets one range for all its slices,
+    the whole volume's (0 to its 99.5th percentile): per slice, one activity took another colour
+    on every slice. SUV and 8-bit scalings are the same on every slice already."""
+    if not volume.is_volume or volume.pixels.ndim != 3 or _scaling(volume)[0] != "percentile":
+        return volume
+    values = np.maximum(volume.pixels, 0.0)
+    lo, hi = (float(v) for v in np.percentile(values, [0.0, PERCENTILE_HIGH]))
+    if hi <= lo:
+        hi = float(values.max())
+    return replace(volume, value_range=(lo, hi))
 
 
 def functional_rgb(img: MedicalImage) -> np.ndarray:

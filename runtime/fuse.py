@@ -23,6 +23,7 @@ from medfuse.runtime.backends.base import Runner
 from medfuse.runtime.errors import MedfuseError
 from medfuse.runtime.image import MedicalImage
 from medfuse.runtime.inputs import PairJob, is_nifti
+from medfuse.runtime.modality import is_functional
 from medfuse.runtime.preprocess import PreparedPair, PreprocessConfig, check_volume_pair, prepare_pair, to_uint8_image
 from medfuse.runtime.writers import dicom_affine
 
@@ -313,6 +314,10 @@ class VolumeWork:
 
     def __init__(self, fuser: Fuser, ct: MedicalImage, mri: MedicalImage):
         check_volume_pair(ct, mri)
+        if is_functional(fuser.modality_pair):
+            from medfuse.runtime.functional import with_volume_range
+
+            ct = with_volume_range(ct)  # one colour scale for the whole PET/SPECT volume
         self.fuser, self.ct, self.mri = fuser, ct, mri
         self.fused = np.zeros((ct.depth, *ct.height_width, 3), np.uint8)
         self.prepared: dict[int, PreparedPair] = {}

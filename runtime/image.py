@@ -33,6 +33,9 @@ class MedicalImage:
     slice_axis: int | None = None  # NIfTI voxel axis a 2D image was cut along
     slice_index: int | None = None  # index of that slice (NIfTI voxel index or DICOM series position)
     is_volume: bool = False  # pixels are (D, H, W) slices, not one (H, W[, 3]) image
+    # A volume's display range (low, high) that each of its slices keeps, so that a functional
+    # volume without SUV is scaled alike on every slice (runtime/functional.py); None: the image's own.
+    value_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)

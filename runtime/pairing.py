@@ -89,15 +89,19 @@ def may_hold_slices(path: Path) -> bool:
     return path.is_dir() or image_suffix(path) not in RASTER_SUFFIXES
 
 
-def read_slices(first: Path, second: Path) -> tuple[list[MedicalImage], list[MedicalImage]]:
+def read_slices(first: Path, second: Path, functional: bool = False) -> tuple[list[MedicalImage], list[MedicalImage]]:
     """The 2D images of one pair of sources: each slice of a volume (two volumes: checked as a
-    pair, `check_volume_pair`), or the one image of a 2D file; as many on each side."""
+    pair, `check_volume_pair`), or the one image of a 2D file; as many on each side. A
+    `functional` (PET/SPECT) first volume gets one colour scale for all its slices."""
+    from medfuse.runtime.functional import with_volume_range  # noqa: PLC0415
     from medfuse.runtime.io import read_stack  # noqa: PLC0415 (the readers pull in pydicom, nibabel)
     from medfuse.runtime.preprocess import check_volume_pair  # noqa: PLC0415
 
     a, b = (read_stack(p) for p in (first, second))
     if a.is_volume and b.is_volume:
         check_volume_pair(a, b)
+    if functional:
+        a = with_volume_range(a)
     firsts, seconds = _as_slices(a), _as_slices(b)
     if len(firsts) != len(seconds):
         raise MedfuseError(f"{first.name} has {len(firsts)} slices but {second.name} has {len(seconds)}", first.parent)

@@ -251,3 +251,24 @@ def test_a_palette_colour_pet_dicom_keeps_its_palette(tmp_path):
     np.testing.assert_array_equal(img.pixels[..., 2], indices)  # the palette, not the indices as gray
     np.testing.assert_array_equal(img.pixels[..., 0], 255 - indices)
     np.testing.assert_allclose(functional_rgb(img), img.pixels / 255.0)
+
+
+def test_a_pet_volume_without_suv_is_scaled_alike_on_every_slice():
+    """Per slice, the 99.5th percentile of each slice set its scale: one activity took another
+    colour on every slice. A volume's slices now share the volume's range."""
+    from medfuse.runtime.functional import with_volume_range
+
+    counts = np.zeros((4, 16, 16), np.float32)
+    for i, top in enumerate((6.0, 8.0, 12.0, 12.0)):
+        counts[i, 4:12, 4:12] = np.linspace(0, top, 64).reshape(8, 8)
+    counts[:, 8, 8] = 6.0  # one activity present on every slice
+    volume = MedicalImage(counts, Path("pet.nii.gz"), "nifti", modality="PT", is_volume=True)
+    per_slice = [activity_to_unit(volume.slice(i))[0][8, 8] for i in range(4)]
+    assert max(per_slice) - min(per_slice) > 0.2  # the old behaviour, still that of a lone 2D image
+    ranged = with_volume_range(volume)
+    units = [activity_to_unit(ranged.slice(i)) for i in range(4)]
+    assert all(how == "percentile" for _, how in units)
+    assert len({round(float(unit[8, 8]), 6) for unit, _ in units}) == 1
+    suv = MedicalImage(counts, Path("pet.dcm"), "dicom", modality="PT", is_volume=True,
+                       datasets=[_pt_dataset(**_suv_header())])
+    assert with_volume_range(suv).value_range is None  # SUV is one scale already

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from medfuse.runtime.errors import MedfuseError
-from medfuse.runtime.modality import DEFAULT_MODALITY_PAIR, SOURCE_FOLDERS
+from medfuse.runtime.modality import DEFAULT_MODALITY_PAIR, SOURCE_FOLDERS, is_functional
 from medfuse.runtime.pairing import pair_sources, read_slices  # shared with medfuse-bench (no torch there)
 from medfuse.runtime.preprocess import PreprocessConfig, prepare_pair
 
@@ -89,7 +89,7 @@ def prepare_source(pair: PairSource, cfg: PreprocessConfig, modality_pair: str =
     A functional pair (PET/SPECT) contributes its luma as the first role, as inference does; its
     chroma is not trained on (it is put back after the network).
     """
-    firsts, seconds = read_slices(pair.first, pair.second)
+    firsts, seconds = read_slices(pair.first, pair.second, is_functional(modality_pair))
     out = []
     for a, b in zip(firsts, seconds):
         prepared = prepare_pair(a, b, cfg, modality_pair, colour_first)
