@@ -85,7 +85,9 @@ def load_model(model: str | os.PathLike | None = None, backend: str = "auto", pr
         runner.close()
         raise
     if pair != "ct-mri":
-        say(f"modality pair: {pair} (the functional image's luma is fused, its colours are kept)")
+        say(f"modality pair: {pair} (the functional image's luma is fused, its colours are kept; a gray one is "
+            "first drawn in the 'hot' colour map, scaled to SUV 0-10 when its header allows, else from 0 to its "
+            "99.5th percentile)")
     return LoadedModel(choice, runner, cfg, pair, folder)
 
 

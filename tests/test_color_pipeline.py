@@ -129,6 +129,14 @@ def test_bench_quality_on_colour_pairs_scores_luma_and_chroma(pet_model, pet_dir
     assert rows["average"]["EN"] == pytest.approx(gray_en, abs=0.05)
 
 
+def test_a_pet_folder_without_the_modality_pair_option_names_it(pet_dir):
+    from medfuse.runtime.errors import MedfuseError
+    from medfuse.train.data import find_pairs
+
+    with pytest.raises(MedfuseError, match=r"sub-folder CT/ \(found none\); for its PET/ folder pass --modality-pair pet-mri"):
+        find_pairs(pet_dir, "finetune")
+
+
 def test_modality_pair_settings_are_checked(pet_dir):
     from medfuse.runtime.errors import MedfuseError
     from medfuse.train.data import find_pairs

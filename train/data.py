@@ -48,8 +48,18 @@ def _subfolder(root: Path, name: str) -> Path:
     matches = [p for p in root.iterdir() if p.is_dir() and p.name.lower() == name.lower()] if root.is_dir() else []
     if len(matches) != 1:
         found = "none" if not matches else ", ".join(p.name for p in matches)
-        raise MedfuseError(f"expected exactly one sub-folder {name}/ (found {found})", root)
+        raise MedfuseError(f"expected exactly one sub-folder {name}/ (found {found}){_pair_hint(root, name)}", root)
     return matches[0]
+
+
+def _pair_hint(root: Path, missing: str) -> str:
+    """When CT/ is missing but a PET/ or SPECT/ folder is there: the option that reads it."""
+    if missing.lower() != SOURCE_FOLDERS[DEFAULT_MODALITY_PAIR].lower() or not root.is_dir():
+        return ""
+    for pair, folder in SOURCE_FOLDERS.items():
+        if pair != DEFAULT_MODALITY_PAIR and any(p.is_dir() and p.name.lower() == folder.lower() for p in root.iterdir()):
+            return f"; for its {folder}/ folder pass --modality-pair {pair}"
+    return ""
 
 
 def stage_folders(stage: str, modality_pair: str = DEFAULT_MODALITY_PAIR) -> tuple[str, str]:

@@ -53,7 +53,8 @@ def overshoot_warning(n_val: int, n_total: int, val_fraction: float, n_cases: in
         return None
     return (f"warning: {n_val} of {n_total} images ({100 * n_val / n_total:.0f} %) are held out for validation, "
             f"far above --val-fraction {val_fraction:g}: the files form only {n_cases} case(s) under "
-            f"--case-regex '{case_regex}'; check that its first group is the patient")
+            f"--case-regex '{case_regex or ''}'{' (every file its own case)' if not case_regex else ''}; "
+            "check that its first group is the patient")
 
 
 def split_by_case(
