@@ -90,10 +90,9 @@ def _cases(names: list[str], sel: Selection, folder: Path | None) -> list[str]:
         raise MedfuseError(f"unknown split {sel.split!r}; valid: {', '.join(SPLITS)}")
     keep = sorted(names)
     if sel.split != "all":
-        from medfuse.train.split import split_by_case  # the training run's own rule, not a copy
+        from medfuse.train.split import case_regex_option, split_by_case  # the training run's own rules, not copies
 
-        regex = None if sel.case_regex.strip().lower() in ("", "none") else sel.case_regex  # as medfuse-train reads it
-        train, val = split_by_case(keep, sel.val_fraction, regex, sel.seed, folder)
+        train, val = split_by_case(keep, sel.val_fraction, case_regex_option(sel.case_regex), sel.seed, folder)
         keep = val if sel.split == "val" else train
     if sel.cases:
         try:
@@ -123,26 +122,25 @@ def _functional(name: str, img: MedicalImage, mri: MedicalImage, pair: str, cfg:
 
 # One pair to score before it is read: its name, the two sources, and a volume's slice index.
 _Entry = tuple[str, tuple[Path, Path], int | None]
+_Slices = tuple[list[MedicalImage], list[MedicalImage]]
 
 
-def _entries(name: str, files: tuple[Path, Path]) -> list[_Entry]:
-    """A 2D pair as one entry; a volume pair as one per slice, named as training names them (`01#0`;
-    a one-slice volume: `01`). A volume is read here (checked as training checks it) only to learn
-    its depth, and dropped: `--limit` may keep a few of its slices, which are read again then."""
-    if not any(pairing.may_hold_slices(p) for p in files):
-        return [(name, files, None)]
-    depth = len(pairing.read_slices(*files)[0])
+def _entries(name: str, files: tuple[Path, Path], slices: _Slices | None) -> list[_Entry]:
+    """A 2D pair as one entry; a volume pair (`slices`, read to learn its depth) as one per slice,
+    named as training names them (`01#0`; a one-slice volume: `01`)."""
+    depth = 1 if slices is None else len(slices[0])
     return [(name, files, None)] if depth == 1 else [(f"{name}#{i}", files, i) for i in range(depth)]
 
 
-def _read_entries(entries: list[_Entry], functional: bool) -> Iterator[tuple[_Entry, MedicalImage, MedicalImage]]:
-    """Each entry's two 2D images; a volume is read once for its consecutive entries, and a kept
-    slice is copied out of it, so the volume itself is freed."""
-    volume: tuple[tuple[Path, Path], tuple[list[MedicalImage], list[MedicalImage]]] | None = None
+def _read_entries(entries: list[_Entry], functional: bool,
+                  read: dict[tuple[Path, Path], _Slices]) -> Iterator[tuple[_Entry, MedicalImage, MedicalImage]]:
+    """Each entry's two 2D images: from `read` (volumes already read) or read now, once for a
+    volume's consecutive entries; a kept slice is copied out, so its volume is freed."""
+    volume: tuple[tuple[Path, Path], _Slices] | None = None
     for entry in entries:
         _, files, index = entry
         if volume is None or volume[0] != files:
-            volume = (files, pairing.read_slices(*files, functional))
+            volume = (files, read.pop(files, None) or pairing.read_slices(*files, functional))
         firsts, seconds = volume[1]
         i = 0 if index is None else index
         yield entry, *(replace(img, pixels=img.pixels.copy()) for img in (firsts[i], seconds[i]))
@@ -152,13 +150,24 @@ def load_pairs(folder: str | Path, sel: Selection = Selection(), cfg: Preprocess
     cfg = cfg or PreprocessConfig()
     found = {name: (a, b) for name, a, b in find_pairs(folder)}
     pair = source_modality(folder)
+    functional = is_functional(pair)
     names = _cases(list(found), sel, Path(folder))  # files and volumes: a volume's slices stay on one side
     if not names:
         raise MedfuseError("no pairs left after the split/--cases selection", folder)
-    entries = pairing.spread([e for name in names for e in _entries(name, found[name])], sel.limit)
+    # Volumes are read here to learn their depth. Without --limit every slice is kept, so they are
+    # kept for the reading below; with it, few slices are, and a volume is read again for them
+    # rather than every volume of a large collection held in memory.
+    read: dict[tuple[Path, Path], _Slices] = {}
+    entries: list[_Entry] = []
+    for name in names:
+        files = found[name]
+        slices = pairing.read_slices(*files, functional) if any(map(pairing.may_hold_slices, files)) else None
+        entries += _entries(name, files, slices)
+        if slices is not None and sel.limit is None:
+            read[files] = slices
     pairs = []
-    for (name, files, index), ct, mri in _read_entries(entries, is_functional(pair)):
-        if is_functional(pair):
+    for (name, files, index), ct, mri in _read_entries(pairing.spread(entries, sel.limit), functional, read):
+        if functional:
             loaded = _functional(name, ct, mri, pair, cfg)
         else:
             loaded = Pair(name, ct, mri, _reference(ct, ct_to_unit, cfg), _reference(mri, mri_to_unit, cfg))

@@ -147,3 +147,14 @@ def test_limit_keeps_only_its_slices_not_their_volumes(tmp_path):
     pairs = load_pairs(root, Selection(limit=2))
     assert len(pairs) == 2 and {p.slice_index for p in pairs} <= set(range(DEPTH))
     assert all(img.pixels.flags.owndata and img.pixels.ndim == 2 for p in pairs for img in (p.ct, p.mri))
+
+
+def test_without_limit_each_volume_is_read_once(tmp_path, monkeypatch):
+    from medfuse.runtime import pairing
+
+    root = _volumes(tmp_path / "d", "nifti", n_cases=2)
+    reads = []
+    real = pairing.read_slices
+    monkeypatch.setattr(pairing, "read_slices", lambda *a, **k: reads.append(a[0].name) or real(*a, **k))
+    assert len(load_pairs(root)) == 2 * DEPTH
+    assert sorted(reads) == ["sub-01.nii.gz", "sub-02.nii.gz"]  # once to learn its depth, kept for scoring
