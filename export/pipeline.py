@@ -85,9 +85,10 @@ def load(ctx: Context, real_pairs: list[tuple[Path, Path]]) -> None:
     ctx.model, model_cfg, ctx.preprocess_config = model_from_checkpoint(data, ctx.request.checkpoint)
     ctx.checkpoint_sha256 = sha256_file(ctx.request.checkpoint)
     ctx.modality_pair = exported_modality_pair(data, ctx.request.checkpoint)
-    if real_pairs and pairing.folder_modality(ctx.request.calib_dir) != ctx.modality_pair:
-        raise MedfuseError(f"holds {pairing.folder_modality(ctx.request.calib_dir)} pairs, but the model fuses "
-                           f"{ctx.modality_pair}: calibrate and check it on pairs of its own kind", ctx.request.calib_dir)
+    calib_pair = pairing.folder_modality(ctx.request.calib_dir) if real_pairs else ctx.modality_pair
+    if calib_pair != ctx.modality_pair:
+        raise MedfuseError(f"holds {calib_pair} pairs, but the model fuses {ctx.modality_pair}: calibrate and check "
+                           "it on pairs of its own kind", ctx.request.calib_dir)
     ctx.model_config = model_cfg.to_dict()
     ctx.metadata = build_metadata(ctx.model_config, ctx.preprocess_config.to_dict(), ctx.checkpoint_sha256,
                                   ctx.modality_pair)

@@ -15,13 +15,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import replace
 
 import numpy as np
 
 from medfuse.runtime.color import colorize
 from medfuse.runtime.image import MedicalImage
-from medfuse.runtime.preprocess import normalize_mri
+from medfuse.runtime.preprocess import normalize_mri, percentile_range, scale_to_unit
 
 GRAY_COLORMAP = "hot"
 SUV_DISPLAY_MAX = 10.0  # SUVbw at full scale; brain FDG grey matter sits around 5-10
@@ -41,8 +42,6 @@ def _seconds(tm: object) -> float | None:
 
 def _date_seconds(da: object) -> float | None:
     """A DICOM DA (YYYYMMDD) as seconds since 0001-01-01, for differences of dates."""
-    import datetime as dt
-
     text = str(da or "").strip()[:8]
     try:
         return (dt.date(int(text[:4]), int(text[4:6]), int(text[6:8])) - dt.date(1, 1, 1)).total_seconds()
@@ -125,8 +124,7 @@ def activity_to_unit(img: MedicalImage) -> tuple[np.ndarray, str]:
     if how == "8-bit":
         return np.clip(pixels / np.float32(255.0), 0.0, 1.0), how
     if img.value_range is not None:
-        lo, hi = img.value_range
-        return (np.clip((pixels - lo) / np.float32(hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(pixels)), how
+        return scale_to_unit(pixels, *img.value_range), how
     return normalize_mri(np.maximum(pixels, 0.0), 0.0, PERCENTILE_HIGH), how
 
 
@@ -136,11 +134,8 @@ def with_volume_range(volume: MedicalImage) -> MedicalImage:
     on every slice. SUV and 8-bit scalings are the same on every slice already."""
     if not volume.is_volume or volume.pixels.ndim != 3 or _scaling(volume)[0] != "percentile":
         return volume
-    values = np.maximum(volume.pixels, 0.0)
-    lo, hi = (float(v) for v in np.percentile(values, [0.0, PERCENTILE_HIGH]))
-    if hi <= lo:
-        hi = float(values.max())
-    return replace(volume, value_range=(lo, hi))
+    lo, hi = percentile_range(np.maximum(volume.pixels, 0.0), 0.0, PERCENTILE_HIGH)
+    return replace(volume, value_range=(float(lo), float(hi)))
 
 
 def functional_rgb(img: MedicalImage) -> np.ndarray:

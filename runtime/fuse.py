@@ -190,20 +190,19 @@ def pair_metrics(prepared: PreparedPair, fused_rgb: np.ndarray, fused: np.ndarra
     a CT-MRI pair's plus CTDim (how much CT's bone is darkened; `ct`, the 2D CT read, gives its HU)."""
     from medfuse.runtime.metrics import CT_DIM_METRIC, ct_dimming, fusion_metrics  # numpy+OpenCV; only --metrics pays for it
 
-    ct_hu = ct.pixels if ct is not None and ct.is_hu else None
-    ct, mri = panels(prepared)
+    ct_panel, mri_panel = panels(prepared)
     scored = fused_rgb
     if prepared.chroma is not None and fused is not None:
         from medfuse.runtime.color import luma_of_channels
 
         scored = to_uint8_image(luma_of_channels(fused)[None], prepared.geometry)
-    out = fusion_metrics(scored, ct, mri)
+    out = fusion_metrics(scored, ct_panel, mri_panel)
     if prepared.chroma is not None:
         from medfuse.runtime.color import CHROMA_METRIC, chroma_error
 
-        out[CHROMA_METRIC] = chroma_error(fused_rgb, ct)
+        out[CHROMA_METRIC] = chroma_error(fused_rgb, ct_panel)
     else:
-        out[CT_DIM_METRIC] = ct_dimming(scored, ct, ct_hu)
+        out[CT_DIM_METRIC] = ct_dimming(scored, ct_panel, ct.pixels if ct is not None and ct.is_hu else None)
     return {k: round(float(v), 4) for k, v in out.items()}
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medfuse.runtime.errors import MedfuseError
-from medfuse.runtime.pairing import file_stem, is_index_file
+from medfuse.runtime.pairing import file_stem, image_suffix, is_index_file
 
 IMAGE_OUTPUTS = (".png", ".dcm")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -149,11 +149,9 @@ def _keyed(folder: Path) -> dict[str, Path]:
     return out
 
 
-def _output_suffix(ct: Path, mri: Path, image_suffix: str) -> str:
+def _output_suffix(ct: Path, mri: Path, default: str) -> str:
     """A NIfTI pair is a volume pair: its fused volume keeps the CT's NIfTI suffix."""
-    if is_nifti(ct) and is_nifti(mri):
-        return ".nii.gz" if ct.name.lower().endswith(".nii.gz") else ".nii"
-    return image_suffix
+    return image_suffix(ct) if is_nifti(ct) and is_nifti(mri) else default
 
 
 def match_folders(ct_dir: Path, mri_dir: Path, out_dir: Path, suffix: str = ".png") -> Matching:

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .dicom_read import read_dicom_stack
 from .dicom_write import SeriesLabel, write_dicom_secondary_capture, write_dicom_series
 from .errors import MedfuseError
 from .image import MedicalImage
-from .readers import SUPPORTED, find_reader
+from .readers import DICOM, NIFTI, SUPPORTED, find_reader
 from .writers import write_nifti, write_png
 
 __all__ = [
@@ -48,15 +49,12 @@ def read_volume(path: str | os.PathLike) -> MedicalImage:
 def read_stack(path: str | os.PathLike) -> MedicalImage:
     """Every slice a source holds, as training and the benchmarks take it: a volume for a NIfTI
     file, a DICOM series folder or a multi-frame (enhanced) DICOM file; else the 2D image."""
-    from medfuse.runtime import dicom_read
-    from medfuse.runtime.readers import DICOM, NIFTI
-
     path = Path(path)
     reader = find_reader(path)
-    if reader is DICOM and path.is_file():
-        return check_finite(dicom_read.read_dicom_stack(path))
     if path.is_dir() or reader is NIFTI:
         return check_finite(reader.read_volume(path))
+    if reader is DICOM:
+        return check_finite(read_dicom_stack(path))
     return check_finite(reader.read(path, axis=2, slice_index=None))
 
 

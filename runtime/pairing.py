@@ -15,18 +15,18 @@ import numpy as np
 
 from medfuse.runtime.errors import MedfuseError
 from medfuse.runtime.image import MedicalImage
+from medfuse.runtime.modality import DEFAULT_MODALITY_PAIR, pair_of_folder
 
 SOURCE_DIRS = ("ct", "pet", "spect")  # the first image of a pair: structural CT or a functional map
 MRI_DIRS = ("mri", "mr")
 # Every suffix that names an image format. Only these are cut off a name: PACS exports name DICOM
 # files and series folders by UID (1.2.840.113619.2.55.3.11), and a number after a dot is part
 # of such a name, not a format.
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom",
-                  ".ima")  # .ima: Siemens' name for DICOM files
+RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")  # always one 2D image
+IMAGE_SUFFIXES = (".nii.gz", ".nii", *RASTER_SUFFIXES, ".dcm", ".dicom", ".ima")  # .ima: Siemens' DICOM files
 # Files of a DICOM export that hold no image: the media index (DICOMDIR) is skipped wherever
 # folders are read.
 INDEX_FILES = ("DICOMDIR",)
-RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")  # always one 2D image
 
 
 def image_suffix(path: Path) -> str | None:
@@ -54,8 +54,6 @@ def is_index_file(path: Path) -> bool:
 
 def folder_modality(folder: str | Path) -> str:
     """The modality pair of a data folder, from its first source subfolder's name (CT, PET, SPECT)."""
-    from medfuse.runtime.modality import DEFAULT_MODALITY_PAIR, pair_of_folder  # noqa: PLC0415
-
     src = find_subfolder(Path(folder), SOURCE_DIRS)
     return pair_of_folder(src.name) if src is not None else DEFAULT_MODALITY_PAIR
 

@@ -129,11 +129,22 @@ def window_ct(hu: np.ndarray, center: float, width: float) -> np.ndarray:
 def normalize_mri(x: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
     """Robust [0, 1] scaling: clip to the low/high percentiles, so a few hot voxels set no scale."""
     x = np.asarray(x, dtype=np.float32)
+    return scale_to_unit(x, *percentile_range(x, low, high))
+
+
+def percentile_range(x: np.ndarray, low: float, high: float) -> tuple[float, float]:
+    """The low and high percentiles of x; the maximum as high when the image is nearly empty
+    (signal in under 100 - high % of the pixels), so that it is still stretched."""
     lo, hi = np.percentile(x, [low, high])
-    if hi <= lo:  # nearly empty (signal in under 100 - high % of the pixels): stretch up to the maximum
+    if hi <= lo:
         hi = float(x.max())
-        if hi <= lo:  # flat: nothing to stretch
-            return np.zeros_like(x)
+    return lo, hi
+
+
+def scale_to_unit(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """x clipped to [lo, hi] and scaled to [0, 1]; zeros when the range is empty (a flat image)."""
+    if hi <= lo:
+        return np.zeros_like(x)
     return np.clip((x - lo) / np.float32(hi - lo), 0.0, 1.0)
 
 

@@ -20,6 +20,7 @@ from medfuse.runtime.errors import MedfuseError, run_cli
 from medfuse.runtime.versions import version_option
 from medfuse.train.resolve import Request, fresh_run, resumed_run
 from medfuse.train.run_config import SECTIONS
+from medfuse.train.split import case_regex_option
 
 app = typer.Typer(
     pretty_exceptions_enable=False,
@@ -92,8 +93,8 @@ def _train_values(**options) -> dict:
     for key in ("data", "out", "init", "backbone_weights"):
         if key in values:
             values[key] = str(values[key])
-    if "case_regex" in values and values["case_regex"].lower() in ("", "none"):
-        values["case_regex"] = None
+    if "case_regex" in values:
+        values["case_regex"] = case_regex_option(values["case_regex"])
     return values
 
 

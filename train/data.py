@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from medfuse.runtime.errors import MedfuseError
 from medfuse.runtime.modality import DEFAULT_MODALITY_PAIR, SOURCE_FOLDERS, is_functional
-from medfuse.runtime.pairing import pair_sources, read_slices  # shared with medfuse-bench (no torch there)
+from medfuse.runtime.pairing import folder_modality, pair_sources, read_slices  # shared with medfuse-bench (no torch)
 from medfuse.runtime.preprocess import PreprocessConfig, prepare_pair
 
 # Sub-folder names per stage: (3-channel role, 1-channel role).
@@ -56,10 +56,8 @@ def _pair_hint(root: Path, missing: str) -> str:
     """When CT/ is missing but a PET/ or SPECT/ folder is there: the option that reads it."""
     if missing.lower() != SOURCE_FOLDERS[DEFAULT_MODALITY_PAIR].lower() or not root.is_dir():
         return ""
-    for pair, folder in SOURCE_FOLDERS.items():
-        if pair != DEFAULT_MODALITY_PAIR and any(p.is_dir() and p.name.lower() == folder.lower() for p in root.iterdir()):
-            return f"; for its {folder}/ folder pass --modality-pair {pair}"
-    return ""
+    pair = folder_modality(root)
+    return "" if pair == DEFAULT_MODALITY_PAIR else f"; for its {SOURCE_FOLDERS[pair]}/ folder pass --modality-pair {pair}"
 
 
 def stage_folders(stage: str, modality_pair: str = DEFAULT_MODALITY_PAIR) -> tuple[str, str]:

@@ -19,6 +19,11 @@ from medfuse.runtime.pairing import file_stem
 HARVARD_CASE_REGEX = r"^(\d{2})"
 
 
+def case_regex_option(text: str) -> str | None:
+    """--case-regex as typed: '' or 'none' mean every file is its own case (None)."""
+    return None if text.strip().lower() in ("", "none") else text
+
+
 def _pattern(case_regex: str) -> re.Pattern:
     try:
         return re.compile(case_regex)
